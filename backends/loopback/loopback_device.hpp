@@ -1,0 +1,291 @@
+// An in-process virtio-scsi PCI function: the device half of everything the core drives.
+//
+// It plays QEMU's virtio-scsi-pci device: the legacy I/O BAR and the modern capability
+// structures (transitional, modern-only or legacy-only), the device side of split rings
+// (direct and indirect chains, EVENT_IDX), a SCSI target with RAM-backed LUNs, the control
+// queue (TMF, AN) and the event queue (hot-plug, hot-unplug, parameter change, missed
+// events). It reaches driver memory only through bus addresses registered in a dma_map, so
+// a driver that hands out virtual addresses fails.
+//
+// It also referees: every register access the spec forbids (out-of-order status, writes to
+// read-only registers, wrong widths, notifications before DRIVER_OK, queue_enable = 0, ...)
+// is recorded in violations(), and tests require that list to stay empty.
+//
+// Fault injection switches (faults()) make it hold or lose completions, answer with any
+// response code, lie in the used ring, refuse FEATURES_OK, set NEEDS_RESET and drop events.
+//
+// Nothing here allocates after construction and queue setup, so allocation-counting tests
+// see only the driver.
+#pragma once
+#include <stdint.h>
+#include <string.h>
+
+#include <string>
+#include <vector>
+
+#include "vscsi/wire.hpp"
+
+namespace vscsi::loopback {
+
+// Bus address -> host pointer for the regions a test shares with the device.
+class dma_map {
+public:
+    void add(uint64_t bus, void* virt, size_t len) { regions_.push_back({bus, static_cast<uint8_t*>(virt), len}); }
+    void clear() { regions_.clear(); }
+    // nullptr unless [bus, bus+len) lies inside one region.
+    uint8_t* translate(uint64_t bus, uint64_t len) const {
+        for (const region& r : regions_) {
+            if (bus >= r.bus && len <= r.len && bus - r.bus <= r.len - len) return r.virt + (bus - r.bus);
+        }
+        return nullptr;
+    }
+
+private:
+    struct region {
+        uint64_t bus;
+        uint8_t* virt;
+        size_t len;
+    };
+    std::vector<region> regions_;
+};
+
+enum class personality { transitional, modern, legacy };
+
+struct options {
+    personality kind = personality::transitional;
+    uint16_t num_queues = 1;       // request queues
+    uint32_t queue_max = 256;      // per queue (QEMU default 256; up to 1024 there)
+    uint32_t seg_max = 0;          // 0: queue_max - 2, as QEMU
+    uint32_t max_sectors = 0xffff;
+    uint32_t cmd_per_lun = 128;
+    uint32_t event_info_size = 16;
+    uint16_t max_channel = 0;
+    uint16_t max_target = 255;
+    uint32_t max_lun = 16383;
+    bool indirect = true;
+    bool event_idx = true;
+    bool hotplug = true;
+    bool change = true;
+    bool inout = false;
+    bool t10_pi = false;
+    bool msix_enabled = false;     // legacy config moves to offset 24
+    uint32_t notify_multiplier = 4;
+    uint64_t withhold_features = 0;  // feature bits not offered (e.g. VERSION_1 on a "modern" device)
+    bool incorrect_lun_for_missing = false;  // answer absent LUNs with INCORRECT_LUN, as some QEMUs
+};
+
+// Switches a test flips between steps.
+struct faults {
+    uint32_t hold_next = 0;        // hold the next N commands until release_held()
+    uint32_t lose_next = 0;        // never complete the next N commands (until reset)
+    uint32_t force_response_next = 0;   // answer the next N commands with force_response
+    uint8_t force_response = 0;
+    uint8_t force_status = 0;           // SAM status with force_response == OK
+    bool lie_bad_id = false;       // next completion carries an id past the ring
+    bool lie_middle_id = false;    // next completion names a non-head descriptor
+    bool lie_bad_len = false;      // next completion claims more bytes than the buffer
+    bool lie_duplicate = false;    // next completion is reported twice
+    bool lie_used_jump = false;    // next used idx jumps by queue size + 1
+    bool lie_residual = false;     // next response claims a residual past the buffers
+    bool lie_sense_len = false;    // next response claims more sense than sense_size
+    bool ignore_tmf = false;       // swallow control-queue requests (they never complete)
+    bool refuse_features_ok = false;
+    bool drop_events = false;      // events are lost; the next delivered one says EVENTS_MISSED
+    bool out_of_order = false;     // complete each batch in reverse order
+    uint32_t reset_delay_polls = 0;  // status reads that still show the old value after reset
+    uint32_t generation_churn = 0;   // config_generation changes on each of the next N reads
+};
+
+class device {
+public:
+    explicit device(const options& o, const dma_map& mem);
+
+    // ---- the Bus a driver's transport uses (pci.hpp) ----
+    uint8_t read8(unsigned bar, uint32_t off) { return uint8_t(read(bar, off, 1)); }
+    uint16_t read16(unsigned bar, uint32_t off) { return uint16_t(read(bar, off, 2)); }
+    uint32_t read32(unsigned bar, uint32_t off) { return read(bar, off, 4); }
+    void write8(unsigned bar, uint32_t off, uint8_t v) { write(bar, off, 1, v); }
+    void write16(unsigned bar, uint32_t off, uint16_t v) { write(bar, off, 2, v); }
+    void write32(unsigned bar, uint32_t off, uint32_t v) { write(bar, off, 4, v); }
+    uint64_t bar_length(unsigned bar) const;
+    uint8_t config_read8(uint32_t off) const { return off < 256 ? pcicfg_[off] : 0xff; }
+    uint16_t config_read16(uint32_t off) const {
+        return off + 2 <= 256 ? uint16_t(pcicfg_[off] | pcicfg_[off + 1] << 8) : 0xffff;
+    }
+    uint32_t config_read32(uint32_t off) const {
+        return off + 4 <= 256 ? uint32_t(config_read16(off)) | uint32_t(config_read16(off + 2)) << 16 : ~0u;
+    }
+    // Tests may corrupt PCI config space to play a hostile device.
+    uint8_t* pci_config() { return pcicfg_; }
+
+    // ---- the target ----
+    struct lun_info {
+        uint8_t target;
+        uint16_t lun;
+        uint32_t block_size;
+        uint64_t blocks;
+        bool read_only;
+    };
+    // Adds a RAM-backed LUN (the storage is allocated here, not on the I/O path). When the
+    // device is running and hotplug was negotiated, a RESCAN event is queued.
+    bool add_lun(uint8_t target, uint16_t lun, uint64_t blocks, uint32_t block_size = 512, bool read_only = false);
+    bool remove_lun(uint8_t target, uint16_t lun);  // queues a REMOVED event
+    bool resize_lun(uint8_t target, uint16_t lun, uint64_t blocks);  // PARAM_CHANGE 2A/09
+    uint8_t* lun_data(uint8_t target, uint16_t lun);
+    const lun_info* find_lun(uint8_t target, uint16_t lun) const;
+    void queue_event(uint32_t type, uint8_t target, uint16_t lun, uint32_t reason);
+
+    // ---- running ----
+    uint32_t step();                 // process every queue; returns requests consumed
+    uint32_t release_held();         // complete every held command normally
+    void set_needs_reset();          // DEVICE_NEEDS_RESET + config interrupt
+
+    faults& fault() { return faults_; }
+    const std::vector<std::string>& violations() const { return violations_; }
+    void clear_violations() { violations_.clear(); }
+
+    // What the device saw, for tests.
+    struct counters {
+        uint64_t commands, tmfs, an, events_delivered, events_dropped, interrupts, notifies, resets;
+        uint64_t aborted_by_tmf, reset_by_tmf;
+    };
+    const counters& stats() const { return stats_; }
+    uint8_t status() const { return status_; }
+    uint64_t driver_features() const { return driver_features_; }
+    uint32_t sense_size() const { return sense_size_; }
+    uint32_t cdb_size() const { return cdb_size_; }
+    uint32_t queue_size(uint16_t q) const { return q < queues_.size() ? queues_[q].size : 0; }
+    uint32_t held_count() const;
+    uint32_t last_tmf_subtype() const { return last_tmf_subtype_; }
+    uint64_t last_tmf_tag() const { return last_tmf_tag_; }
+    bool driver_ok() const { return status_ & dev_status::driver_ok; }
+
+    static constexpr uint32_t legacy_bar_size = 64;
+    static constexpr uint32_t modern_bar = 4;
+    static constexpr uint32_t modern_bar_size = 0x4000;
+    static constexpr uint32_t common_off = 0x0000, isr_off = 0x1000, device_off = 0x2000, notify_off = 0x3000;
+
+private:
+    struct queue {
+        uint32_t size = 0;
+        uint32_t max = 0;
+        bool enabled = false;
+        uint64_t desc = 0, avail = 0, used = 0;
+        uint16_t last_avail = 0;
+        uint16_t used_idx = 0;
+        uint16_t signalled_used = 0;
+        bool signalled_valid = false;
+        uint16_t msix = 0xffff;
+    };
+    struct iov {
+        uint8_t* p;
+        uint32_t len;
+    };
+    // A parsed chain: readable iovs, then writable ones.
+    struct chain {
+        uint16_t head;
+        uint32_t n_read, n_write;
+        uint64_t read_bytes, write_bytes;
+    };
+    struct held_cmd {
+        bool used;
+        bool lost;
+        uint16_t queue;
+        uint16_t head;
+        uint8_t target;
+        uint16_t lun;
+        uint64_t tag;
+        uint32_t written;
+        uint32_t resp_off;  // where in the writable iovs the response header starts (always 0)
+    };
+    struct lun_store {
+        lun_info info;
+        std::vector<uint8_t> data;
+        bool present;
+        bool unit_attention;
+        uint8_t ua_asc, ua_ascq;
+    };
+    struct pending_event {
+        uint32_t type;
+        uint8_t target;
+        uint16_t lun;
+        uint32_t reason;
+    };
+
+    uint32_t read(unsigned bar, uint32_t off, unsigned width);
+    void write(unsigned bar, uint32_t off, unsigned width, uint32_t v);
+    uint32_t legacy_read(uint32_t off, unsigned width);
+    void legacy_write(uint32_t off, unsigned width, uint32_t v);
+    uint32_t common_read(uint32_t off, unsigned width);
+    void common_write(uint32_t off, unsigned width, uint32_t v);
+    uint32_t devcfg_read(uint32_t off, unsigned width);
+    void devcfg_write(uint32_t off, unsigned width, uint32_t v);
+    void status_write(uint8_t v);
+    void do_reset();
+    void violation(const std::string& what);
+    bool modern_features() const { return (driver_features_ >> feature::version_1) & 1; }
+    uint16_t r16(uint64_t bus);
+    uint32_t r32(uint64_t bus);
+    uint64_t r64(uint64_t bus);
+    void w16(uint64_t bus, uint16_t v);
+    void w32(uint64_t bus, uint32_t v);
+
+    bool pop_chain(uint16_t qi, chain& c);
+    bool walk_chain(queue& q, uint16_t head, chain& c);
+    void push_used(uint16_t qi, uint16_t head, uint32_t len);
+    void process_queue(uint16_t qi);
+    void process_request(uint16_t qi, const chain& c);
+    void process_control(uint16_t qi, const chain& c);
+    void deliver_events();
+    void complete_cmd(uint16_t qi, uint16_t head, uint8_t response, uint8_t status, const uint8_t* sense,
+                      uint32_t sense_len, uint32_t residual, uint32_t data_written);
+    void interrupt(uint16_t qi);
+    lun_store* lookup(uint8_t target, uint16_t lun);
+    bool target_exists(uint8_t target) const;
+
+    // Gather/scatter over the current chain's iovs.
+    uint32_t copy_from_readable(uint8_t* dst, uint64_t off, uint32_t len) const;
+    uint32_t copy_to_writable(uint64_t off, const uint8_t* src, uint32_t len);
+    void execute_scsi(lun_store* l, bool lun_exists, const uint8_t* cdb, uint64_t out_off, uint64_t out_len,
+                      uint64_t in_off, uint64_t in_len, uint8_t& status, uint8_t* sense, uint32_t& sense_len,
+                      uint32_t& data_in, uint32_t& data_out_used);
+    void set_sense(uint8_t* sense, uint32_t& len, uint8_t key, uint8_t asc, uint8_t ascq);
+
+    options opt_;
+    const dma_map& mem_;
+    bool kind_legacy_used_ = false;  // the driver talked to the legacy BAR
+    uint8_t pcicfg_[256]{};
+    uint8_t status_ = 0;
+    uint8_t isr_ = 0;
+    uint8_t config_generation_ = 0;
+    uint32_t reset_reads_left_ = 0;
+    uint8_t status_before_reset_ = 0;
+    uint64_t device_features_ = 0;
+    uint64_t driver_features_ = 0;
+    bool driver_features_written_ = false;
+    uint32_t dfselect_ = 0, gfselect_ = 0;
+    uint16_t queue_select_ = 0;
+    uint8_t cur_target_ = 0;
+    uint16_t msix_config_ = 0xffff;
+    uint32_t sense_size_ = default_sense_size;
+    uint32_t cdb_size_ = default_cdb_size;
+    bool needs_reset_ = false;
+    std::vector<queue> queues_;
+    std::vector<iov> iovs_;  // current chain, preallocated
+    uint32_t iov_read_ = 0, iov_write_ = 0;
+    std::vector<held_cmd> held_;
+    std::vector<lun_store> luns_;
+    pending_event events_[64]{};
+    uint32_t event_head_ = 0, event_count_ = 0;
+    bool events_missed_ = false;
+    std::vector<uint16_t> batch_heads_;
+    std::vector<uint32_t> batch_lens_;
+    bool batching_ = false;
+    faults faults_{};
+    counters stats_{};
+    uint32_t last_tmf_subtype_ = ~0u;
+    uint64_t last_tmf_tag_ = 0;
+    std::vector<std::string> violations_;
+};
+
+}  // namespace vscsi::loopback

@@ -1,0 +1,1106 @@
+// The virtio-scsi initiator: control, event and request queues over one device.
+//
+// One caller-provided DMA region holds everything (rings, indirect tables, request and
+// response headers, sense, event buffers, and the driver's private bookkeeping); its size is
+// initiator<...>::region_bytes(config), a constexpr function of the configuration. Nothing
+// allocates after start().
+//
+// Concurrency: an initiator is not locked; its user serialises calls (a kernel's host lock,
+// or one polling thread per initiator in userspace).
+//
+// Time: the caller passes `now` (nanoseconds, any monotonic origin) into submit() and
+// poll(); the core never reads a clock.
+//
+// Ownership rule (checklist 38): a request is completed to its caller only once the device
+// no longer owns its buffers: the device returned it, or the device was reset. A request the
+// device loses walks an escalation ladder (re-kick, ABORT TASK, LOGICAL UNIT RESET,
+// I_T NEXUS RESET, device reset and re-initialisation) and is completed as timed_out at the
+// end of it; its slot and data buffers are never reused while the device may still write
+// them.
+#pragma once
+#include <stdint.h>
+#include <stddef.h>
+
+#include "device.hpp"
+#include "lun.hpp"
+#include "platform.hpp"
+#include "ring.hpp"
+#include "status.hpp"
+#include "wire.hpp"
+
+namespace vscsi {
+
+// Where a request's data goes. Bidirectional needs VIRTIO_SCSI_F_INOUT (checklist 11).
+struct io_request {
+    uint8_t target = 0;
+    uint16_t lun = 0;
+    const uint8_t* cdb = nullptr;
+    uint32_t cdb_len = 0;
+    const sg_entry* data_out = nullptr;  // device-readable data (writes)
+    uint32_t n_out = 0;
+    const sg_entry* data_in = nullptr;   // device-writable data (reads)
+    uint32_t n_in = 0;
+    uint32_t pi_bytes_out = 0;  // T10 PI: leading bytes of data_out that are protection info
+    uint32_t pi_bytes_in = 0;   // T10 PI: leading bytes of data_in that are protection info
+    task_attr attr = task_attr::simple;  // checklist 7: SIMPLE unless the caller knows better
+    uint64_t timeout_ns = 0;             // 0: the configured default
+    uint16_t queue = 0;                  // request queue hint, taken modulo the queue count
+    uint64_t user_data = 0;              // handed back in the completion
+};
+
+// What happened to a request, decoded from the response code and SAM status.
+enum class io_outcome : uint8_t {
+    good,               // response OK, status GOOD or CONDITION MET
+    check_condition,    // response OK, CHECK CONDITION: see sense
+    scsi_status,        // response OK, another SAM status (BUSY, TASK SET FULL, ...)
+    overrun,            // VIRTIO_SCSI_S_OVERRUN: more data than the buffers
+    aborted,            // VIRTIO_SCSI_S_ABORTED by an ABORT TASK the caller sent
+    bad_target,         // BAD_TARGET or INCORRECT_LUN: no such target or LUN
+    reset,              // VIRTIO_SCSI_S_RESET: a reset TMF hit it; retry
+    busy,               // VIRTIO_SCSI_S_BUSY: retry on the same path (checklist 8)
+    transport_failure,  // retry on another path if there is one
+    target_failure,     // do not retry on another path (checklist 8)
+    nexus_failure,      // retry on another path (checklist 8)
+    failure,            // VIRTIO_SCSI_S_FAILURE
+    unknown_response,   // a response code the spec does not define (checklist 5)
+    no_response,        // the device returned the buffers without writing a response header
+    timed_out,          // lost by the device; completed after recovery reclaimed it
+    device_reset,       // in flight when the device was reset; not this request's fault
+};
+
+constexpr const char* to_string(io_outcome o) {
+    switch (o) {
+        case io_outcome::good: return "good";
+        case io_outcome::check_condition: return "check condition";
+        case io_outcome::scsi_status: return "SCSI status";
+        case io_outcome::overrun: return "overrun";
+        case io_outcome::aborted: return "aborted";
+        case io_outcome::bad_target: return "bad target or LUN";
+        case io_outcome::reset: return "reset";
+        case io_outcome::busy: return "busy";
+        case io_outcome::transport_failure: return "transport failure";
+        case io_outcome::target_failure: return "target failure";
+        case io_outcome::nexus_failure: return "nexus failure";
+        case io_outcome::failure: return "failure";
+        case io_outcome::unknown_response: return "unknown response";
+        case io_outcome::no_response: return "no response";
+        case io_outcome::timed_out: return "timed out";
+        case io_outcome::device_reset: return "device reset";
+    }
+    return "?";
+}
+
+enum class retry_advice : uint8_t { none, same_path, other_path };
+
+// What a multipath-aware caller may do with a failed request (checklist 8).
+constexpr retry_advice advice(io_outcome o) {
+    switch (o) {
+        case io_outcome::busy:
+        case io_outcome::reset:
+        case io_outcome::device_reset: return retry_advice::same_path;
+        case io_outcome::nexus_failure:
+        case io_outcome::transport_failure: return retry_advice::other_path;
+        default: return retry_advice::none;
+    }
+}
+
+struct io_completion {
+    uint64_t user_data;
+    uint64_t tag;
+    uint8_t target;
+    uint16_t lun;
+    io_outcome outcome;
+    uint8_t response;        // raw virtio-scsi response code
+    uint8_t scsi_status;     // SAM status (valid when response is OK)
+    uint16_t status_qualifier;
+    uint32_t residual;       // clamped to the data length (checklist 9)
+    uint32_t transferred;    // data length minus residual
+    const uint8_t* sense;    // valid during the callback only
+    uint32_t sense_len;      // clamped to sense_size and to what the device wrote (checklist 10)
+};
+
+struct tmf_completion {
+    uint64_t user_data;
+    tmf function;
+    uint8_t target;
+    uint16_t lun;
+    uint8_t response;        // FUNCTION_COMPLETE(0), SUCCEEDED(10), REJECTED(11), INCORRECT_LUN(12), ...
+    bool device_reset;       // lost to a device reset before the device answered
+};
+
+struct an_completion {
+    uint64_t user_data;
+    ctrl_type type;          // an_query or an_subscribe
+    uint8_t target;
+    uint16_t lun;
+    uint32_t event_actual;
+    uint8_t response;
+    bool device_reset;
+};
+
+struct event_info {
+    event_type type;         // raw low bits; may be a value the spec does not define
+    uint32_t raw_event;
+    bool missed;             // EVENTS_MISSED: rescan and poll for unit attentions (checklist 20)
+    bool lun_valid;
+    uint8_t target;
+    uint16_t lun;
+    uint32_t reason;         // reset_reason, AN bits, or asc | ascq << 8 (checklist 19)
+    // checklist 21: RESCAN or REMOVED for LUN 0 means the whole target may have changed.
+    bool rescan_target;
+};
+
+// The caller's completion handler is a template parameter of poll(): a type with
+//   void on_complete(const io_completion&);
+//   void on_tmf(const tmf_completion&);
+//   void on_an(const an_completion&);
+//   void on_event(const event_info&);
+
+struct initiator_config {
+    uint32_t max_queue_size = 256;   // rings are planned for this many entries; a modern device is
+                                     // asked for min(this, its maximum); a legacy device whose fixed
+                                     // size exceeds it is refused (checklist 40)
+    uint16_t max_request_queues = 1;
+    uint16_t slots = 64;             // request slots: commands in flight at most
+    uint16_t max_segments = 64;      // data segments per request (both directions together)
+    uint16_t event_buffers = 8;      // kept posted on the event queue (checklist 17)
+    uint16_t ctrl_slots = 4;         // control-queue slots for TMF and AN
+    bool use_indirect = true;
+    bool use_event_idx = true;
+    bool accept_t10_pi = false;
+    bool accept_inout = true;
+    bool accept_access_platform = true;  // the platform's bus addresses are IOVAs (checklist 35)
+    uint64_t default_timeout_ns = 30ull * 1000 * 1000 * 1000;
+    uint64_t escalation_step_ns = 5ull * 1000 * 1000 * 1000;  // wait per ladder step
+    uint64_t scan_interval_ns = 100ull * 1000 * 1000;         // deadline and NEEDS_RESET checks
+    uint32_t reset_polls = 1000000;
+};
+
+enum class initiator_state : uint8_t { stopped, running, failed };
+
+// Counters a caller can print; they never influence behaviour.
+struct initiator_stats {
+    uint64_t submitted;
+    uint64_t completed;
+    uint64_t kicks;
+    uint64_t events;
+    uint64_t events_dropped;   // event buffers the device returned too short
+    uint64_t rekicks;
+    uint64_t aborts_sent;
+    uint64_t lun_resets_sent;
+    uint64_t nexus_resets_sent;
+    uint64_t device_resets;
+    uint64_t protocol_errors;  // rings latched broken
+};
+
+template <class Platform, class Transport, uint32_t CdbSize = default_cdb_size,
+          uint32_t SenseSize = default_sense_size, uint16_t MaxQueues = 16>
+class initiator {
+    static_assert(CdbSize >= 16 && CdbSize <= 255, "CDB buffer must hold a 16-byte CDB");
+    static_assert(SenseSize >= 18 && SenseSize <= 4096, "sense buffer too small");
+    static_assert(MaxQueues >= 1, "at least one request queue");
+
+public:
+    static constexpr size_t event_buffer_bytes = 64;  // >= sizeof(event) (checklist 18)
+    static constexpr uint32_t lun_buckets = 256;      // per-LUN in-flight counters (checklist 26)
+
+    explicit initiator(Transport& t) : dev_(t) {}
+    initiator(const initiator&) = delete;
+    initiator& operator=(const initiator&) = delete;
+
+    // Bytes of DMA region start() needs for this configuration (0 if the config is invalid).
+    static constexpr size_t region_bytes(const initiator_config& c) {
+        if (!config_valid(c)) return 0;
+        return layout_of(c).total;
+    }
+
+    // Negotiate, configure and start the device in `mem` (aligned to ring_region_align).
+    status start(const initiator_config& c, dma_region mem) {
+        if (!config_valid(c)) return status::invalid_argument;
+        const layout l = layout_of(c);
+        if (mem.bytes < l.total) return status::too_small;
+        if ((reinterpret_cast<uintptr_t>(mem.virt) | mem.bus) & (ring_region_align - 1))
+            return status::invalid_argument;
+        cfg_ = c;
+        mem_ = mem;
+        lay_ = l;
+        slots_ = reinterpret_cast<slot*>(at(l.slots));
+        ctrl_ = reinterpret_cast<ctrl_slot*>(at(l.ctrl_state));
+        free_stack_ = reinterpret_cast<uint16_t*>(at(l.free_stack));
+        lun_load_ = reinterpret_cast<uint16_t*>(at(l.lun_load));
+        scratch_out_ = reinterpret_cast<sg_entry*>(at(l.scratch));
+        scratch_in_ = scratch_out_ + c.max_segments + 1;
+        stats_ = initiator_stats{};
+        seq_ = 1;
+        status s = bring_up();
+        state_ = s == status::ok ? initiator_state::running : initiator_state::failed;
+        return s;
+    }
+
+    // Queue one command (not visible to the device until kick()). Returns the command's tag.
+    // busy: no free slot, the LUN is at cmd_per_lun, or the ring is full — retry after poll().
+    result<uint64_t> submit(const io_request& r, uint64_t now) {
+        if (state_ != initiator_state::running)
+            return {state_ == initiator_state::failed ? status::needs_reset : status::invalid_argument, 0};
+        const status v = validate(r);
+        if (v != status::ok) return {v, 0};
+        if (free_top_ == 0) return {status::busy, 0};
+        const uint16_t bucket = lun_bucket(r.target, r.lun);
+        if (lun_load_[bucket] >= cmd_per_lun_) return {status::busy, 0};
+
+        const uint16_t idx = free_stack_[free_top_ - 1];
+        slot& s = slots_[idx];
+        slot_dma& d = dma_of(idx);
+        const uint64_t tag = (uint64_t(seq_++) << 16) | idx;
+
+        // Request header. Bytes past the CDB are zero so the device sees a clean cdb_size field.
+        uint8_t* hdr = d.req;
+        for (uint32_t i = 0; i < req_bytes_; ++i) hdr[i] = 0;
+        const lun_address la = make_lun(r.target, r.lun);
+        for (int i = 0; i < 8; ++i) hdr[i] = la.bytes[i];
+        virtio64 tagf;
+        tagf.set(order_, tag);
+        __builtin_memcpy(hdr + 8, &tagf, 8);
+        hdr[16] = uint8_t(r.attr);
+        uint8_t* cdb = hdr + 19;
+        if (pi_) {
+            virtio32 po, pin;
+            po.set(order_, r.pi_bytes_out);
+            pin.set(order_, r.pi_bytes_in);
+            __builtin_memcpy(hdr + 19, &po, 4);
+            __builtin_memcpy(hdr + 23, &pin, 4);
+            cdb = hdr + 27;
+        }
+        for (uint32_t i = 0; i < r.cdb_len; ++i) cdb[i] = r.cdb[i];
+        // The device writes the response; clear it so a device that writes less is noticed.
+        for (uint32_t i = 0; i < resp_bytes_; ++i) d.resp[i] = 0;
+
+        scratch_out_[0] = sg_entry{mem_.bus_of(d.req), req_bytes_};
+        uint32_t out_len = 0, in_len = 0;
+        for (uint32_t i = 0; i < r.n_out; ++i) {
+            scratch_out_[1 + i] = r.data_out[i];
+            out_len += r.data_out[i].len;
+        }
+        scratch_in_[0] = sg_entry{mem_.bus_of(d.resp), resp_bytes_};
+        for (uint32_t i = 0; i < r.n_in; ++i) {
+            scratch_in_[1 + i] = r.data_in[i];
+            in_len += r.data_in[i].len;
+        }
+        const uint16_t q = uint16_t(r.queue % nreq_);
+        const status a = req_[q].add(scratch_out_, r.n_out + 1, scratch_in_, r.n_in + 1, idx);
+        if (a != status::ok) {
+            if (a == status::device_broken) ++stats_.protocol_errors;
+            return {a, 0};
+        }
+        --free_top_;
+        ++lun_load_[bucket];
+        s.user_data = r.user_data;
+        s.tag = tag;
+        s.deadline = now + (r.timeout_ns ? r.timeout_ns : cfg_.default_timeout_ns);
+        s.data_out_len = out_len;
+        s.data_in_len = in_len;
+        s.target = r.target;
+        s.lun = r.lun;
+        s.queue = q;
+        s.bucket = bucket;
+        s.state = slot_state::in_flight;
+        s.stage = ladder::none;
+        kick_pending_[q] = true;
+        ++stats_.submitted;
+        return {status::ok, tag};
+    }
+
+    // Publish every queued command and notify the device once per queue that needs it.
+    void kick() {
+        if (state_ != initiator_state::running) return;
+        for (uint16_t q = 0; q < nreq_; ++q) {
+            if (!kick_pending_[q]) continue;
+            kick_pending_[q] = false;
+            // One notify decision per batch (checklist 46).
+            if (req_[q].publish()) {
+                dev_.transport().notify(uint16_t(first_request_queue + q));
+                ++stats_.kicks;
+            }
+        }
+    }
+
+    // Reap every queue, deliver completions and events, run deadlines. Returns how many
+    // request completions were delivered.
+    template <class Handler>
+    uint32_t poll(uint64_t now, Handler& h) {
+        if (state_ != initiator_state::running) return 0;
+        drained_ = 0;
+        uint32_t n = reap_requests(h);
+        if (state_ == initiator_state::running) reap_control(h, now);
+        if (state_ == initiator_state::running) reap_events(h);
+        if (state_ == initiator_state::running && now >= next_scan_) {
+            next_scan_ = now + cfg_.scan_interval_ns;
+            scan(h, now);
+        }
+        if (recover_pending_) {
+            recover_pending_ = false;
+            recover(h);
+        }
+        return n + drained_;
+    }
+
+    // Task management from the caller (abort a tag, reset a LUN or the I_T nexus, query).
+    // Completes through Handler::on_tmf.
+    status submit_tmf(tmf function, uint8_t target, uint16_t lun, uint64_t tag, uint64_t user_data,
+                      uint64_t now) {
+        if (state_ != initiator_state::running) return status::needs_reset;
+        if (uint32_t(function) > uint32_t(tmf::query_task_set)) return status::invalid_argument;
+        if (!valid_lun(lun)) return status::invalid_argument;
+        return send_tmf(function, target, lun, tag, user_data, ctrl_owner::caller, 0, now);
+    }
+
+    // Asynchronous notification query or subscribe (checklist 16). Completes through on_an.
+    status submit_an(ctrl_type type, uint8_t target, uint16_t lun, uint32_t events, uint64_t user_data,
+                     uint64_t now) {
+        if (state_ != initiator_state::running) return status::needs_reset;
+        if (type != ctrl_type::an_query && type != ctrl_type::an_subscribe) return status::invalid_argument;
+        if (!valid_lun(lun)) return status::invalid_argument;
+        const int ci = alloc_ctrl();
+        if (ci < 0) return status::busy;
+        ctrl_slot& c = ctrl_[ci];
+        ctrl_dma& d = ctrl_dma_of(uint16_t(ci));
+        for (size_t i = 0; i < sizeof(d); ++i) reinterpret_cast<uint8_t*>(&d)[i] = 0;
+        d.an.type.set(order_, uint32_t(type));
+        const lun_address la = make_lun(target, lun);
+        for (int i = 0; i < 8; ++i) d.an.lun[i] = la.bytes[i];
+        d.an.event_requested.set(order_, events);
+        c.kind = ctrl_kind::an;
+        c.an_type = type;
+        c.owner = ctrl_owner::caller;
+        c.user_data = user_data;
+        c.target = target;
+        c.lun = lun;
+        c.deadline = now + cfg_.escalation_step_ns;
+        const sg_entry out{mem_.bus_of(&d.an), uint32_t(sizeof(an_req))};
+        const sg_entry in{mem_.bus_of(&d.an_r), uint32_t(sizeof(an_resp))};
+        return post_ctrl(uint16_t(ci), out, in);
+    }
+
+    // Reset and re-initialise the device now. Every command in flight completes as
+    // device_reset through the handler.
+    template <class Handler>
+    status reset_device(Handler& h) {
+        if (state_ == initiator_state::stopped) return status::invalid_argument;
+        return recover(h);
+    }
+
+    // Quiesce: reset the device (stops all DMA) and complete everything in flight as
+    // device_reset. The region may be freed afterwards.
+    template <class Handler>
+    status stop(Handler& h) {
+        if (state_ == initiator_state::stopped) return status::ok;
+        const status s = dev_.reset(cfg_.reset_polls);
+        if (s != status::ok) {
+            // The device did not stop: its buffers stay device-owned. Leave them alone.
+            state_ = initiator_state::failed;
+            return s;
+        }
+        reclaim_everything(h);
+        state_ = initiator_state::stopped;
+        return status::ok;
+    }
+
+    // Interrupt-driven users: disable before polling, enable when idle. enable returns true
+    // when completions are already pending (poll again instead of sleeping).
+    void disable_interrupts() {
+        for (uint16_t q = 0; q < nreq_; ++q) req_[q].disable_interrupts();
+        ctrlq_.disable_interrupts();
+        eventq_.disable_interrupts();
+    }
+    bool enable_interrupts() {
+        bool pending = false;
+        for (uint16_t q = 0; q < nreq_; ++q) pending |= req_[q].enable_interrupts();
+        pending |= ctrlq_.enable_interrupts();
+        pending |= eventq_.enable_interrupts();
+        return pending;
+    }
+
+    initiator_state state() const { return state_; }
+    const scsi_config_values& device_config() const { return dcfg_; }
+    uint64_t features() const { return dev_.features(); }
+    uint16_t request_queues() const { return nreq_; }
+    uint32_t queue_size(uint16_t q) const { return q < nreq_ ? req_[q].size() : 0; }
+    uint32_t cdb_size() const { return cdb_size_; }
+    uint32_t sense_size() const { return sense_size_; }
+    uint32_t cmd_per_lun() const { return cmd_per_lun_; }
+    uint32_t max_data_segments() const { return max_data_segs_; }
+    uint32_t in_flight() const { return cfg_.slots - free_top_; }
+    const initiator_stats& stats() const { return stats_; }
+    virtio_device<Transport>& device() { return dev_; }
+    bool legacy() const { return order_.legacy; }
+
+private:
+    enum class slot_state : uint8_t { free, in_flight };
+    enum class ladder : uint8_t { none, rekicked, abort_sent, lun_reset_sent, nexus_reset_sent };
+    enum class ctrl_kind : uint8_t { none, tmf, an };
+    enum class ctrl_owner : uint8_t { caller, ladder };
+
+    struct slot {
+        uint64_t user_data;
+        uint64_t tag;
+        uint64_t deadline;
+        uint32_t data_out_len;
+        uint32_t data_in_len;
+        uint16_t lun;
+        uint16_t queue;
+        uint16_t bucket;
+        uint8_t target;
+        slot_state state;
+        ladder stage;
+    };
+    struct ctrl_slot {
+        uint64_t user_data;
+        uint64_t deadline;
+        uint64_t tag;        // TMF: the tag it manages
+        uint16_t lun;
+        uint16_t for_slot;   // ladder TMFs: the request slot that escalated
+        uint8_t target;
+        ctrl_kind kind;
+        ctrl_owner owner;
+        tmf function;
+        ctrl_type an_type;
+    };
+    // Device-visible header memory of one request slot.
+    struct slot_dma {
+        uint8_t req[align_up(cmd_req_bytes(CdbSize, true), 16)];
+        uint8_t resp[align_up(cmd_resp_bytes(SenseSize), 16)];
+    };
+    struct ctrl_dma {
+        tmf_req tmf;
+        tmf_resp tmf_r;
+        uint8_t pad0[7];
+        an_req an;
+        an_resp an_r;
+        uint8_t pad1[11];
+    };
+
+    struct layout {
+        size_t ctrl_ring, event_ring, req_rings, req_ring_bytes, small_ring_bytes;
+        size_t slot_dma, ctrl_dma, events, slots, ctrl_state, free_stack, lun_load, scratch, total;
+    };
+
+    static constexpr bool config_valid(const initiator_config& c) {
+        return c.max_queue_size >= 2 && c.max_queue_size <= ring_max_size && is_power_of_two(c.max_queue_size) &&
+               c.max_request_queues >= 1 && c.max_request_queues <= MaxQueues && c.slots >= 1 &&
+               c.slots <= 65535 && c.max_segments >= 1 && c.max_segments <= 4096 && c.event_buffers >= 1 &&
+               c.ctrl_slots >= 1 && c.ctrl_slots <= 64 && c.escalation_step_ns > 0 && c.scan_interval_ns > 0;
+    }
+
+    // Every ring is planned for the legacy layout (the larger one) at max_queue_size, so the
+    // same region works whichever transport the device turns out to have.
+    static constexpr ring_config planned_request_ring(const initiator_config& c) {
+        ring_config r{};
+        r.size = c.max_queue_size;
+        r.legacy = true;
+        r.event_idx = true;
+        r.indirect = c.use_indirect;
+        r.indirect_tables = c.use_indirect ? uint16_t(c.slots < c.max_queue_size ? c.slots : c.max_queue_size) : 0;
+        r.indirect_max = c.use_indirect ? uint16_t(c.max_segments + 2) : 0;
+        return r;
+    }
+    static constexpr ring_config planned_small_ring(const initiator_config& c) {
+        ring_config r{};
+        r.size = c.max_queue_size;
+        r.legacy = true;
+        r.event_idx = true;
+        return r;
+    }
+
+    static constexpr layout layout_of(const initiator_config& c) {
+        layout l{};
+        size_t off = 0;
+        l.small_ring_bytes = align_up(ring_region_bytes(planned_small_ring(c)), ring_region_align);
+        l.req_ring_bytes = align_up(ring_region_bytes(planned_request_ring(c)), ring_region_align);
+        l.ctrl_ring = off;
+        off += l.small_ring_bytes;
+        l.event_ring = off;
+        off += l.small_ring_bytes;
+        l.req_rings = off;
+        off += l.req_ring_bytes * c.max_request_queues;
+        l.slot_dma = off;
+        off += sizeof(slot_dma) * c.slots;
+        off = align_up(off, 64);
+        l.ctrl_dma = off;
+        off += sizeof(ctrl_dma) * c.ctrl_slots;
+        off = align_up(off, 64);
+        l.events = off;
+        off += event_buffer_bytes * c.event_buffers;
+        // Private bookkeeping: never handed to the device.
+        off = align_up(off, 64);
+        l.slots = off;
+        off += sizeof(slot) * c.slots;
+        off = align_up(off, 64);
+        l.ctrl_state = off;
+        off += sizeof(ctrl_slot) * c.ctrl_slots;
+        l.free_stack = off;
+        off += sizeof(uint16_t) * c.slots;
+        off = align_up(off, 8);
+        l.lun_load = off;
+        off += sizeof(uint16_t) * lun_buckets;
+        off = align_up(off, 16);
+        l.scratch = off;
+        off += sizeof(sg_entry) * 2 * (c.max_segments + 1);
+        l.total = align_up(off, ring_region_align);
+        return l;
+    }
+
+    uint8_t* at(size_t off) const { return static_cast<uint8_t*>(mem_.virt) + off; }
+    slot_dma& dma_of(uint16_t i) const { return reinterpret_cast<slot_dma*>(at(lay_.slot_dma))[i]; }
+    ctrl_dma& ctrl_dma_of(uint16_t i) const { return reinterpret_cast<ctrl_dma*>(at(lay_.ctrl_dma))[i]; }
+    uint8_t* event_buf(uint16_t i) const { return at(lay_.events) + size_t(i) * event_buffer_bytes; }
+
+    dma_region sub(size_t off, size_t bytes) const {
+        return dma_region{at(off), mem_.bus + off, bytes};
+    }
+
+    // Hash of a LUN into a shared in-flight counter. Two LUNs that collide share one limit:
+    // conservative, so no LUN ever exceeds cmd_per_lun (checklist 26).
+    static uint16_t lun_bucket(uint8_t target, uint16_t lun) {
+        const uint32_t k = (uint32_t(target) << 14) | lun;
+        return uint16_t((k * 2654435761u) >> 24);
+    }
+
+    status validate(const io_request& r) const {
+        if (!r.cdb || r.cdb_len == 0 || r.cdb_len > cdb_size_) return status::invalid_argument;
+        if (!valid_lun(r.lun)) return status::invalid_argument;
+        if ((r.n_out && !r.data_out) || (r.n_in && !r.data_in)) return status::invalid_argument;
+        if (r.n_out + r.n_in > max_data_segs_) return status::invalid_argument;
+        if (r.n_out > seg_max_ || r.n_in > seg_max_) return status::invalid_argument;  // checklist 27
+        if (r.n_out && r.n_in && !dev_.has(feature::scsi_inout)) return status::not_supported;  // checklist 11
+        if ((r.pi_bytes_out || r.pi_bytes_in) && !pi_) return status::not_supported;
+        if (uint8_t(r.attr) > uint8_t(task_attr::aca)) return status::invalid_argument;
+        return status::ok;
+    }
+
+    // Reset, negotiate, configure, set queues up, post event buffers, DRIVER_OK (checklist 31).
+    status bring_up() {
+        uint64_t want = feature::bit(feature::version_1) | feature::bit(feature::scsi_hotplug) |
+                        feature::bit(feature::scsi_change) | feature::bit(feature::any_layout);
+        if (cfg_.use_indirect) want |= feature::bit(feature::ring_indirect_desc);
+        if (cfg_.use_event_idx) want |= feature::bit(feature::ring_event_idx);
+        if (cfg_.accept_t10_pi) want |= feature::bit(feature::scsi_t10_pi);
+        if (cfg_.accept_inout) want |= feature::bit(feature::scsi_inout);
+        if (cfg_.accept_access_platform) want |= feature::bit(feature::access_platform);
+        VSCSI_TRY(dev_.negotiate(want));
+        const status s = configure();
+        if (s != status::ok) {
+            dev_.fail();
+            return s;
+        }
+        return status::ok;
+    }
+
+    status configure() {
+        Transport& t = dev_.transport();
+        order_ = t.order();
+        pi_ = dev_.has(feature::scsi_t10_pi);
+        // checklist 25: the only config writes; they reset to 32/96 on every device reset.
+        VSCSI_TRY(dev_.write_cdb_sense_sizes(CdbSize, SenseSize));
+        VSCSI_TRY(dev_.read_scsi_config(dcfg_));
+        // The device frames by what it reports back; our buffers must hold that much.
+        if (dcfg_.cdb_size > CdbSize || dcfg_.sense_size > SenseSize) return status::not_supported;
+        if (dcfg_.cdb_size < 6) return status::device_error;
+        cdb_size_ = dcfg_.cdb_size;
+        sense_size_ = dcfg_.sense_size;
+        req_bytes_ = cmd_req_bytes(cdb_size_, pi_);
+        resp_bytes_ = cmd_resp_bytes(sense_size_);
+        if (dcfg_.num_queues == 0) return status::device_error;
+        nreq_ = uint16_t(dcfg_.num_queues < cfg_.max_request_queues ? dcfg_.num_queues : cfg_.max_request_queues);
+        cmd_per_lun_ = dcfg_.cmd_per_lun == 0 ? 1 : dcfg_.cmd_per_lun;
+        if (cmd_per_lun_ > 0xffff) cmd_per_lun_ = 0xffff;
+        // seg_max counts data segments (checklist 27); 0 from a device means it gave no limit
+        // it can mean: the driver's own maximum applies.
+        seg_max_ = dcfg_.seg_max ? dcfg_.seg_max : cfg_.max_segments;
+        max_data_segs_ = cfg_.max_segments;
+        event_len_ = dcfg_.event_info_size > event_buffer_bytes ? uint32_t(event_buffer_bytes)
+                     : dcfg_.event_info_size < sizeof(event)   ? uint32_t(sizeof(event))
+                                                               : dcfg_.event_info_size;
+
+        VSCSI_TRY(setup_ring(ctrlq_, controlq_index, planned_small_ring(cfg_), lay_.ctrl_ring, lay_.small_ring_bytes));
+        VSCSI_TRY(setup_ring(eventq_, eventq_index, planned_small_ring(cfg_), lay_.event_ring, lay_.small_ring_bytes));
+        for (uint16_t q = 0; q < nreq_; ++q)
+            VSCSI_TRY(setup_ring(req_[q], uint16_t(first_request_queue + q), planned_request_ring(cfg_),
+                                 lay_.req_rings + lay_.req_ring_bytes * q, lay_.req_ring_bytes));
+
+        // Fresh bookkeeping.
+        for (uint16_t i = 0; i < cfg_.slots; ++i) {
+            slots_[i] = slot{};
+            free_stack_[i] = uint16_t(cfg_.slots - 1 - i);
+        }
+        free_top_ = cfg_.slots;
+        for (uint16_t i = 0; i < cfg_.ctrl_slots; ++i) ctrl_[i] = ctrl_slot{};
+        for (uint32_t i = 0; i < lun_buckets; ++i) lun_load_[i] = 0;
+        for (uint16_t q = 0; q < MaxQueues; ++q) kick_pending_[q] = false;
+        next_scan_ = 0;
+
+        // checklist 17: the event queue is populated before DRIVER_OK; notify only after it (32).
+        const uint16_t nev = uint16_t(cfg_.event_buffers < eventq_.size() ? cfg_.event_buffers : eventq_.size());
+        for (uint16_t i = 0; i < nev; ++i) VSCSI_TRY(post_event(i));
+        const bool notify_events = eventq_.publish();
+        VSCSI_TRY(dev_.driver_ok());
+        if (notify_events) t.notify(eventq_index);
+        return status::ok;
+    }
+
+    status setup_ring(split_ring<Platform>& ring, uint16_t index, ring_config planned, size_t off, size_t bytes) {
+        Transport& t = dev_.transport();
+        const uint32_t max = t.queue_max_size(index);
+        if (max == 0) return status::no_device;
+        uint32_t size;
+        if (t.queue_size_settable()) {
+            // A modern device takes any power of two up to its maximum (checklist 40).
+            const uint32_t limit = max < planned.size ? max : planned.size;
+            size = 1;
+            while (size * 2 <= limit) size *= 2;
+        } else {
+            // Legacy: the device's size is fixed; our memory must fit it, or we refuse cleanly.
+            if (!is_power_of_two(max) || max > planned.size) return status::not_supported;
+            size = max;
+        }
+        ring_config rc = planned;
+        rc.size = size;
+        rc.legacy = order_.legacy;
+        rc.event_idx = dev_.has(feature::ring_event_idx);
+        rc.indirect = planned.indirect && dev_.has(feature::ring_indirect_desc);
+        if (!rc.indirect) {
+            rc.indirect_tables = 0;
+            rc.indirect_max = 0;
+        } else if (rc.indirect_tables > size) {
+            rc.indirect_tables = uint16_t(size);
+        }
+        VSCSI_TRY(ring.init(rc, sub(off, bytes)));
+        return t.setup_queue(index, size, ring.desc_bus(), ring.avail_bus(), ring.used_bus());
+    }
+
+    status post_event(uint16_t i) {
+        uint8_t* b = event_buf(i);
+        for (size_t k = 0; k < event_buffer_bytes; ++k) b[k] = 0;
+        const sg_entry in{mem_.bus_of(b), event_len_};
+        return eventq_.add(nullptr, 0, &in, 1, i);  // device-writable (checklist 18)
+    }
+
+    int alloc_ctrl() const {
+        for (uint16_t i = 0; i < cfg_.ctrl_slots; ++i)
+            if (ctrl_[i].kind == ctrl_kind::none) return i;
+        return -1;
+    }
+
+    status post_ctrl(uint16_t ci, const sg_entry& out, const sg_entry& in) {
+        const status s = ctrlq_.add(&out, 1, &in, 1, ci);
+        if (s != status::ok) {
+            ctrl_[ci].kind = ctrl_kind::none;
+            if (s == status::device_broken) recover_pending_ = true;
+            return s;
+        }
+        if (ctrlq_.publish()) dev_.transport().notify(controlq_index);
+        return status::ok;
+    }
+
+    status send_tmf(tmf function, uint8_t target, uint16_t lun, uint64_t tag, uint64_t user_data, ctrl_owner owner,
+                    uint16_t for_slot, uint64_t now) {
+        const int ci = alloc_ctrl();
+        if (ci < 0) return status::busy;
+        ctrl_slot& c = ctrl_[ci];
+        ctrl_dma& d = ctrl_dma_of(uint16_t(ci));
+        for (size_t i = 0; i < sizeof(d); ++i) reinterpret_cast<uint8_t*>(&d)[i] = 0;
+        // checklist 14: every field is present even when the TMF ignores it.
+        d.tmf.type.set(order_, uint32_t(ctrl_type::tmf));
+        d.tmf.subtype.set(order_, uint32_t(function));
+        const lun_address la = make_lun(target, lun);
+        for (int i = 0; i < 8; ++i) d.tmf.lun[i] = la.bytes[i];
+        d.tmf.tag.set(order_, tag);
+        d.tmf_r.response = 0xff;  // not a valid answer: tells us if the device wrote nothing
+        c.kind = ctrl_kind::tmf;
+        c.function = function;
+        c.owner = owner;
+        c.user_data = user_data;
+        c.target = target;
+        c.lun = lun;
+        c.tag = tag;
+        c.for_slot = for_slot;
+        c.deadline = now + cfg_.escalation_step_ns;
+        const sg_entry out{mem_.bus_of(&d.tmf), uint32_t(sizeof(tmf_req))};
+        const sg_entry in{mem_.bus_of(&d.tmf_r), uint32_t(sizeof(tmf_resp))};
+        return post_ctrl(uint16_t(ci), out, in);
+    }
+
+    static io_outcome outcome_of(uint8_t resp, uint8_t scsi_status) {
+        switch (response(resp)) {
+            case response::ok:
+                if (scsi_status == 0x00 || scsi_status == 0x04) return io_outcome::good;
+                if (scsi_status == 0x02) return io_outcome::check_condition;
+                return io_outcome::scsi_status;
+            case response::overrun: return io_outcome::overrun;
+            case response::aborted: return io_outcome::aborted;
+            case response::bad_target:
+            case response::incorrect_lun: return io_outcome::bad_target;  // QEMU sends 12 here too
+            case response::reset: return io_outcome::reset;
+            case response::busy: return io_outcome::busy;
+            case response::transport_failure: return io_outcome::transport_failure;
+            case response::target_failure: return io_outcome::target_failure;
+            case response::nexus_failure: return io_outcome::nexus_failure;
+            case response::failure: return io_outcome::failure;
+            default: return io_outcome::unknown_response;
+        }
+    }
+
+    template <class Handler>
+    uint32_t reap_requests(Handler& h) {
+        uint32_t n = 0;
+        for (uint16_t q = 0; q < nreq_; ++q) {
+            for (;;) {
+                const result<used_completion> r = req_[q].pop();
+                if (r.st == status::empty) break;
+                if (r.st != status::ok) {
+                    ++stats_.protocol_errors;
+                    recover_pending_ = true;
+                    break;
+                }
+                if (r.value.token >= cfg_.slots || slots_[r.value.token].state != slot_state::in_flight) {
+                    // The ring vouched for a token we never posted: our own invariant is broken.
+                    Platform::bug("vscsi: ring returned a token with no request");
+                    recover_pending_ = true;
+                    break;
+                }
+                complete_from_device(uint16_t(r.value.token), r.value.len, h);
+                ++n;
+            }
+        }
+        return n;
+    }
+
+    template <class Handler>
+    void complete_from_device(uint16_t idx, uint32_t used_len, Handler& h) {
+        slot& s = slots_[idx];
+        const slot_dma& d = dma_of(idx);
+        // The response header is in device order; read it field by field from our copy.
+        cmd_resp<SenseSize> resp;
+        __builtin_memcpy(&resp, d.resp, sizeof(resp) < sizeof(d.resp) ? sizeof(resp) : sizeof(d.resp));
+        io_completion c{};
+        c.user_data = s.user_data;
+        c.tag = s.tag;
+        c.target = s.target;
+        c.lun = s.lun;
+        c.response = resp.response;
+        c.scsi_status = resp.status;
+        c.status_qualifier = resp.status_qualifier.get(order_);
+        // checklist 48: a modern device says how much it wrote; a legacy one's len is ignored.
+        const bool header_written = order_.legacy || used_len >= 12;
+        const uint32_t sense_written = order_.legacy ? sense_size_ : (used_len > 12 ? used_len - 12 : 0);
+        if (!header_written) {
+            c.outcome = io_outcome::no_response;
+        } else {
+            c.outcome = outcome_of(resp.response, resp.status);
+            if (c.outcome == io_outcome::aborted && s.stage >= ladder::abort_sent) c.outcome = io_outcome::timed_out;
+        }
+        // checklist 10: sense_len clamped to sense_size, the buffer, and what was written.
+        uint32_t sl = resp.sense_len.get(order_);
+        if (sl > sense_size_) sl = sense_size_;
+        if (sl > sense_written) sl = sense_written;
+        if (!header_written) sl = 0;
+        c.sense = d.resp + 12;
+        c.sense_len = sl;
+        // checklist 9: residual clamped to the data length.
+        // A bidirectional command's residual counts both directions (checklist 9).
+        const uint32_t data_len = s.data_in_len + s.data_out_len;
+        uint32_t res = header_written ? resp.residual.get(order_) : data_len;
+        if (res > data_len) res = data_len;
+        c.residual = res;
+        c.transferred = data_len - res;
+        release_slot(idx);
+        ++stats_.completed;
+        h.on_complete(c);
+    }
+
+    void release_slot(uint16_t idx) {
+        slot& s = slots_[idx];
+        s.state = slot_state::free;
+        if (lun_load_[s.bucket]) --lun_load_[s.bucket];
+        free_stack_[free_top_++] = idx;
+    }
+
+    template <class Handler>
+    void reap_control(Handler& h, uint64_t now) {
+        for (;;) {
+            const result<used_completion> r = ctrlq_.pop();
+            if (r.st == status::empty) return;
+            if (r.st != status::ok) {
+                ++stats_.protocol_errors;
+                recover_pending_ = true;
+                return;
+            }
+            if (r.value.token >= cfg_.ctrl_slots || ctrl_[r.value.token].kind == ctrl_kind::none) {
+                Platform::bug("vscsi: control ring returned a token with no request");
+                recover_pending_ = true;
+                return;
+            }
+            const uint16_t ci = uint16_t(r.value.token);
+            ctrl_slot c = ctrl_[ci];
+            const ctrl_dma& d = ctrl_dma_of(ci);
+            ctrl_[ci].kind = ctrl_kind::none;
+            if (c.kind == ctrl_kind::an) {
+                an_completion a{};
+                a.user_data = c.user_data;
+                a.type = c.an_type;
+                a.target = c.target;
+                a.lun = c.lun;
+                const bool written = order_.legacy || r.value.len >= sizeof(an_resp);
+                a.event_actual = written ? d.an_r.event_actual.get(order_) : 0;
+                a.response = written ? d.an_r.response : uint8_t(response::failure);
+                h.on_an(a);
+                continue;
+            }
+            const bool written = order_.legacy || r.value.len >= 1;
+            const uint8_t resp = written ? d.tmf_r.response : uint8_t(response::failure);
+            // checklist 15: the device finished every affected command before this TMF; reap
+            // them before judging whether a command is still outstanding.
+            drained_ += reap_requests(h);
+            if (c.owner == ctrl_owner::caller) {
+                tmf_completion t{};
+                t.user_data = c.user_data;
+                t.function = c.function;
+                t.target = c.target;
+                t.lun = c.lun;
+                t.response = resp;
+                h.on_tmf(t);
+            } else {
+                ladder_tmf_done(c, resp, now);
+            }
+        }
+    }
+
+    // A ladder TMF came back. If its command is still outstanding, climb at once.
+    void ladder_tmf_done(const ctrl_slot& c, uint8_t resp, uint64_t now) {
+        (void)resp;
+        if (c.for_slot >= cfg_.slots) return;
+        slot& s = slots_[c.for_slot];
+        if (s.state != slot_state::in_flight || s.tag != c.tag) return;  // resolved meanwhile
+        s.deadline = now;  // due now: the next scan takes the next step
+        next_scan_ = 0;
+    }
+
+    template <class Handler>
+    void reap_events(Handler& h) {
+        bool reposted = false;
+        for (;;) {
+            const result<used_completion> r = eventq_.pop();
+            if (r.st == status::empty) break;
+            if (r.st != status::ok) {
+                ++stats_.protocol_errors;
+                recover_pending_ = true;
+                return;
+            }
+            const uint16_t i = uint16_t(r.value.token);
+            const uint8_t* b = event_buf(i);
+            if (!order_.legacy && r.value.len < sizeof(event)) {
+                ++stats_.events_dropped;  // a short event says nothing we can trust
+            } else {
+                event e;
+                __builtin_memcpy(&e, b, sizeof(e));
+                event_info ev{};
+                ev.raw_event = e.event.get(order_);
+                ev.missed = (ev.raw_event & event_missed_flag) != 0;
+                ev.type = event_type(ev.raw_event & ~event_missed_flag);
+                ev.reason = e.reason.get(order_);
+                const decoded_lun dl = decode_lun(e.lun);
+                ev.lun_valid = dl.valid;
+                ev.target = dl.target;
+                ev.lun = dl.lun;
+                ev.rescan_target = ev.type == event_type::transport_reset && dl.valid && dl.lun == 0 &&
+                                   (ev.reason == uint32_t(reset_reason::rescan) ||
+                                    ev.reason == uint32_t(reset_reason::removed));
+                ++stats_.events;
+                if (ev.type != event_type::no_event || ev.missed) h.on_event(ev);
+            }
+            if (post_event(i) != status::ok) {
+                recover_pending_ = true;
+                return;
+            }
+            reposted = true;
+        }
+        if (reposted && eventq_.publish()) dev_.transport().notify(eventq_index);
+    }
+
+    // Deadlines and device health, at most every scan_interval.
+    template <class Handler>
+    void scan(Handler& h, uint64_t now) {
+        (void)h;
+        if (dev_.needs_reset()) {  // checklist 37
+            recover_pending_ = true;
+            return;
+        }
+        for (uint16_t i = 0; i < cfg_.ctrl_slots; ++i) {
+            // A TMF the device sits on: nothing short of a reset gets its buffers back.
+            if (ctrl_[i].kind != ctrl_kind::none && now >= ctrl_[i].deadline) {
+                recover_pending_ = true;
+                return;
+            }
+        }
+        for (uint16_t i = 0; i < cfg_.slots; ++i) {
+            slot& s = slots_[i];
+            if (s.state != slot_state::in_flight || now < s.deadline) continue;
+            escalate(i, now);
+            if (recover_pending_) return;
+        }
+    }
+
+    void escalate(uint16_t i, uint64_t now) {
+        slot& s = slots_[i];
+        switch (s.stage) {
+            case ladder::none:
+                // Perhaps only a notification was lost: re-kick the queue (the device may
+                // ignore it harmlessly).
+                s.stage = ladder::rekicked;
+                s.deadline = now + cfg_.escalation_step_ns;
+                req_[s.queue].publish();
+                dev_.transport().notify(uint16_t(first_request_queue + s.queue));
+                ++stats_.rekicks;
+                return;
+            case ladder::rekicked:
+                if (send_tmf(tmf::abort_task, s.target, s.lun, s.tag, 0, ctrl_owner::ladder, i, now) != status::ok)
+                    return;  // no control slot now: try again next scan
+                s.stage = ladder::abort_sent;
+                s.deadline = now + cfg_.escalation_step_ns;
+                ++stats_.aborts_sent;
+                return;
+            case ladder::abort_sent:
+                if (send_tmf(tmf::logical_unit_reset, s.target, s.lun, s.tag, 0, ctrl_owner::ladder, i, now) !=
+                    status::ok)
+                    return;
+                s.stage = ladder::lun_reset_sent;
+                s.deadline = now + cfg_.escalation_step_ns;
+                ++stats_.lun_resets_sent;
+                return;
+            case ladder::lun_reset_sent:
+                if (send_tmf(tmf::i_t_nexus_reset, s.target, 0, s.tag, 0, ctrl_owner::ladder, i, now) != status::ok)
+                    return;
+                s.stage = ladder::nexus_reset_sent;
+                s.deadline = now + cfg_.escalation_step_ns;
+                ++stats_.nexus_resets_sent;
+                return;
+            case ladder::nexus_reset_sent:
+                recover_pending_ = true;
+                return;
+        }
+    }
+
+    // Complete everything the device held, after it was reset (it owns nothing any more).
+    template <class Handler>
+    void reclaim_everything(Handler& h) {
+        for (uint16_t q = 0; q < nreq_; ++q) {
+            req_[q].reclaim_all([&](uint32_t token) {
+                if (token < cfg_.slots && slots_[token].state == slot_state::in_flight)
+                    complete_lost(uint16_t(token), h);
+            });
+        }
+        // Anything still marked in flight was not in a ring (a submit that failed half way
+        // cannot happen, but a broken ring may have forgotten): complete it too.
+        for (uint16_t i = 0; i < cfg_.slots; ++i)
+            if (slots_[i].state == slot_state::in_flight) complete_lost(i, h);
+        ctrlq_.reclaim_all([](uint32_t) {});
+        eventq_.reclaim_all([](uint32_t) {});
+        for (uint16_t i = 0; i < cfg_.ctrl_slots; ++i) {
+            ctrl_slot c = ctrl_[i];
+            if (c.kind == ctrl_kind::none) continue;
+            ctrl_[i].kind = ctrl_kind::none;
+            if (c.owner != ctrl_owner::caller) continue;
+            if (c.kind == ctrl_kind::tmf) {
+                tmf_completion t{};
+                t.user_data = c.user_data;
+                t.function = c.function;
+                t.target = c.target;
+                t.lun = c.lun;
+                t.response = uint8_t(response::reset);
+                t.device_reset = true;
+                h.on_tmf(t);
+            } else {
+                an_completion a{};
+                a.user_data = c.user_data;
+                a.type = c.an_type;
+                a.target = c.target;
+                a.lun = c.lun;
+                a.response = uint8_t(response::reset);
+                a.device_reset = true;
+                h.on_an(a);
+            }
+        }
+    }
+
+    template <class Handler>
+    void complete_lost(uint16_t idx, Handler& h) {
+        slot& s = slots_[idx];
+        io_completion c{};
+        c.user_data = s.user_data;
+        c.tag = s.tag;
+        c.target = s.target;
+        c.lun = s.lun;
+        c.outcome = s.stage != ladder::none ? io_outcome::timed_out : io_outcome::device_reset;
+        c.response = uint8_t(response::reset);
+        c.residual = s.data_in_len + s.data_out_len;
+        c.transferred = 0;
+        c.sense = nullptr;
+        c.sense_len = 0;
+        release_slot(idx);
+        ++stats_.completed;
+        h.on_complete(c);
+    }
+
+    // The last rung: reset the device, reclaim every buffer, bring it up again.
+    template <class Handler>
+    status recover(Handler& h) {
+        ++stats_.device_resets;
+        recover_pending_ = false;
+        const status s = dev_.reset(cfg_.reset_polls);
+        if (s != status::ok) {
+            // It never acknowledged the reset: its buffers may still be written. Give up
+            // without touching them (checklist 38).
+            state_ = initiator_state::failed;
+            return s;
+        }
+        reclaim_everything(h);
+        const status b = bring_up();
+        state_ = b == status::ok ? initiator_state::running : initiator_state::failed;
+        return b;
+    }
+
+    virtio_device<Transport> dev_;
+    initiator_config cfg_{};
+    dma_region mem_{};
+    layout lay_{};
+    virtio_order order_{};
+    scsi_config_values dcfg_{};
+    split_ring<Platform> ctrlq_{};
+    split_ring<Platform> eventq_{};
+    split_ring<Platform> req_[MaxQueues]{};
+    slot* slots_ = nullptr;
+    ctrl_slot* ctrl_ = nullptr;
+    uint16_t* free_stack_ = nullptr;
+    uint16_t* lun_load_ = nullptr;
+    sg_entry* scratch_out_ = nullptr;
+    sg_entry* scratch_in_ = nullptr;
+    initiator_stats stats_{};
+    uint64_t seq_ = 1;
+    uint64_t next_scan_ = 0;
+    uint32_t free_top_ = 0;
+    uint32_t cdb_size_ = 0;
+    uint32_t sense_size_ = 0;
+    uint32_t req_bytes_ = 0;
+    uint32_t resp_bytes_ = 0;
+    uint32_t cmd_per_lun_ = 1;
+    uint32_t seg_max_ = 0;
+    uint32_t max_data_segs_ = 0;
+    uint32_t event_len_ = sizeof(event);
+    uint32_t drained_ = 0;
+    uint16_t nreq_ = 0;
+    bool kick_pending_[MaxQueues]{};
+    bool pi_ = false;
+    bool recover_pending_ = false;
+    initiator_state state_ = initiator_state::stopped;
+};
+
+}  // namespace vscsi

@@ -1,0 +1,419 @@
+// The split virtqueue, driver side (checklist F).
+//
+// Everything lives in one caller-provided region: the descriptor table, the available and
+// used rings, preallocated indirect tables, and the driver's private shadow of what it
+// posted. The device's memory is never trusted: the free list, chain lengths, tokens and
+// writable byte counts are kept in the shadow, every used entry is checked against it, and
+// the first lie latches the ring broken (the owner then resets the device).
+//
+// Barrier pairing (names used in comments below):
+//   [A] wmb before avail->idx: descriptors and avail entries visible before the index.
+//       Pairs with the device's read barrier after it reads avail->idx.
+//   [B] mb after avail->idx, before reading used->flags / avail_event: the notify decision
+//       must see the device's latest suppression state. Pairs with the device's mb between
+//       writing avail_event/flags and re-reading avail->idx.
+//   [C] rmb after reading used->idx, before reading used entries and the data they cover.
+//       Pairs with the device's wmb before it publishes used->idx.
+//   [D] mb after re-enabling interrupts (flags or used_event), before re-checking used->idx,
+//       so a completion that raced with re-enabling is not missed.
+#pragma once
+#include <stdint.h>
+#include <stddef.h>
+
+#include "endian.hpp"
+#include "platform.hpp"
+#include "status.hpp"
+
+namespace vscsi {
+
+namespace vring {
+inline constexpr uint16_t desc_f_next = 1;
+inline constexpr uint16_t desc_f_write = 2;
+inline constexpr uint16_t desc_f_indirect = 4;
+inline constexpr uint16_t avail_f_no_interrupt = 1;
+inline constexpr uint16_t used_f_no_notify = 1;
+
+struct desc {
+    virtio64 addr;
+    virtio32 len;
+    virtio16 flags;
+    virtio16 next;
+};
+struct used_elem {
+    virtio32 id;
+    virtio32 len;
+};
+static_assert(sizeof(desc) == 16, "vring desc layout");
+static_assert(sizeof(used_elem) == 8, "vring used elem layout");
+
+// The spec's vring_need_event: has the index moved past event_idx in the step old -> new?
+constexpr bool need_event(uint16_t event_idx, uint16_t new_idx, uint16_t old_idx) {
+    return uint16_t(new_idx - event_idx - 1) < uint16_t(new_idx - old_idx);
+}
+
+constexpr size_t desc_bytes(uint32_t size) { return size_t(16) * size; }
+constexpr size_t avail_bytes(uint32_t size) { return 6 + size_t(2) * size; }  // flags, idx, ring, used_event
+constexpr size_t used_bytes(uint32_t size) { return 6 + size_t(8) * size; }   // flags, idx, ring, avail_event
+}  // namespace vring
+
+inline constexpr uint32_t ring_max_size = 32768;
+inline constexpr size_t ring_region_align = 4096;
+inline constexpr size_t legacy_used_align = 4096;  // checklist 39
+
+struct ring_config {
+    uint32_t size = 0;            // entries; power of two, 1..32768 (checklist 40)
+    bool legacy = false;          // contiguous layout with the used ring 4096-aligned; used len clamped
+    bool event_idx = false;       // VIRTIO_RING_F_EVENT_IDX negotiated
+    bool indirect = false;        // VIRTIO_RING_F_INDIRECT_DESC negotiated
+    uint16_t indirect_tables = 0; // indirect tables preallocated in the region (<= size)
+    uint16_t indirect_max = 0;    // descriptors per indirect table
+};
+
+struct sg_entry {
+    uint64_t addr;  // bus address
+    uint32_t len;
+};
+
+struct used_completion {
+    uint32_t token;
+    uint32_t len;  // bytes the device wrote, validated against the chain
+};
+
+namespace ring_detail {
+// Private per-head shadow: what the driver posted, never read back from device memory.
+struct head_state {
+    uint32_t token;
+    uint32_t writable;   // device-writable bytes of the chain
+    uint16_t ndesc;      // descriptors the chain takes in the table
+    uint16_t table;      // indirect table index, or no_table
+    uint8_t in_flight;
+    uint8_t pad[3];
+};
+static_assert(sizeof(head_state) == 16, "head_state packing");
+inline constexpr uint16_t no_table = 0xffff;
+
+struct layout {
+    size_t desc, avail, used, indirect, heads, next, tables, total;
+};
+
+constexpr bool config_valid(const ring_config& c) {
+    if (c.size == 0 || c.size > ring_max_size || !is_power_of_two(c.size)) return false;
+    if (c.indirect) {
+        if (c.indirect_tables == 0 || c.indirect_tables > c.size) return false;
+        if (c.indirect_max < 1 || c.indirect_max > ring_max_size) return false;
+    } else if (c.indirect_tables != 0) {
+        return false;
+    }
+    return true;
+}
+
+constexpr layout layout_of(const ring_config& c) {
+    layout l{};
+    l.desc = 0;
+    l.avail = vring::desc_bytes(c.size);
+    l.used = align_up(l.avail + vring::avail_bytes(c.size), c.legacy ? legacy_used_align : 4);
+    size_t off = l.used + vring::used_bytes(c.size);
+    off = align_up(off, 16);
+    l.indirect = off;
+    if (c.indirect) off += size_t(c.indirect_tables) * c.indirect_max * sizeof(vring::desc);
+    off = align_up(off, 16);
+    l.heads = off;
+    off += sizeof(head_state) * c.size;
+    l.next = off;
+    off += sizeof(uint16_t) * c.size;
+    l.tables = off;
+    off += sizeof(uint16_t) * (c.indirect ? c.indirect_tables : 0);
+    l.total = align_up(off, 16);
+    return l;
+}
+}  // namespace ring_detail
+
+// Bytes of region a ring with this config needs; 0 for an invalid config.
+constexpr size_t ring_region_bytes(const ring_config& cfg) {
+    return ring_detail::config_valid(cfg) ? ring_detail::layout_of(cfg).total : 0;
+}
+
+template <class Platform>
+class split_ring {
+public:
+    status init(const ring_config& cfg, dma_region mem) {
+        if (!ring_detail::config_valid(cfg)) return status::invalid_argument;
+        const ring_detail::layout l = ring_detail::layout_of(cfg);
+        if (!mem.virt || mem.bytes < l.total) return status::too_small;
+        if ((reinterpret_cast<uintptr_t>(mem.virt) & 15) || (mem.bus & 15)) return status::invalid_argument;
+        if (cfg.legacy && ((reinterpret_cast<uintptr_t>(mem.virt) | mem.bus) & (legacy_used_align - 1)))
+            return status::invalid_argument;
+        cfg_ = cfg;
+        mem_ = mem;
+        lay_ = l;
+        order_ = virtio_order{cfg.legacy};
+        reset_state();
+        return status::ok;
+    }
+
+    uint64_t desc_bus() const { return mem_.bus + lay_.desc; }
+    uint64_t avail_bus() const { return mem_.bus + lay_.avail; }
+    uint64_t used_bus() const { return mem_.bus + lay_.used; }
+    uint32_t size() const { return cfg_.size; }
+    uint32_t free_descriptors() const { return num_free_; }
+    uint32_t in_flight() const { return in_flight_; }
+    bool broken() const { return broken_; }
+    void mark_broken() { broken_ = true; }
+    const ring_config& config() const { return cfg_; }
+
+    bool can_add(uint32_t n_out, uint32_t n_in) const {
+        const uint32_t n = n_out + n_in;
+        if (broken_ || n == 0 || n > cfg_.size) return false;
+        if (use_indirect(n)) return num_free_ >= 1;
+        return num_free_ >= n;
+    }
+
+    status add(const sg_entry* out, uint32_t n_out, const sg_entry* in, uint32_t n_in, uint32_t token) {
+        if (broken_) return status::device_broken;
+        const uint64_t n64 = uint64_t(n_out) + n_in;
+        if (n64 == 0 || n64 > cfg_.size) return status::invalid_argument;  // checklist 42
+        if ((n_out && !out) || (n_in && !in)) return status::invalid_argument;
+        const uint32_t n = uint32_t(n64);
+        uint64_t total = 0;
+        uint64_t writable = 0;
+        for (uint32_t i = 0; i < n_out; ++i) {
+            if (out[i].len == 0) return status::invalid_argument;
+            total += out[i].len;
+        }
+        for (uint32_t i = 0; i < n_in; ++i) {
+            if (in[i].len == 0) return status::invalid_argument;
+            total += in[i].len;
+            writable += in[i].len;
+        }
+        if (total > (uint64_t(1) << 32)) return status::invalid_argument;  // checklist 42
+        if (writable > 0xffffffffu) return status::invalid_argument;
+
+        uint16_t head;
+        if (use_indirect(n)) {
+            if (num_free_ < 1) return status::busy;
+            head = take_free(1);
+            const uint16_t t = tables_[--tables_free_];
+            vring::desc* table = indirect_table(t);
+            for (uint32_t i = 0; i < n; ++i) {
+                const bool is_out = i < n_out;
+                const sg_entry& s = is_out ? out[i] : in[i - n_out];
+                uint16_t flags = is_out ? 0 : vring::desc_f_write;
+                if (i + 1 < n) flags |= vring::desc_f_next;
+                table[i].addr.set(order_, s.addr);
+                table[i].len.set(order_, s.len);
+                table[i].flags.set(order_, flags);
+                table[i].next.set(order_, uint16_t(i + 1 < n ? i + 1 : 0));
+            }
+            vring::desc& d = descs()[head];
+            d.addr.set(order_, mem_.bus_of(table));
+            d.len.set(order_, uint32_t(n * sizeof(vring::desc)));
+            d.flags.set(order_, vring::desc_f_indirect);  // never with NEXT (checklist 43)
+            d.next.set(order_, 0);
+            heads_[head].ndesc = 1;
+            heads_[head].table = t;
+        } else {
+            if (n > num_free_) {
+                // A chain that can never fit directly and cannot go indirect is a caller error.
+                if (n > cfg_.size) return status::invalid_argument;
+                return status::busy;
+            }
+            head = take_free(n);
+            uint16_t idx = head;
+            for (uint32_t i = 0; i < n; ++i) {
+                const bool is_out = i < n_out;
+                const sg_entry& s = is_out ? out[i] : in[i - n_out];
+                uint16_t flags = is_out ? 0 : vring::desc_f_write;  // readable first (checklist 41)
+                if (i + 1 < n) flags |= vring::desc_f_next;
+                vring::desc& d = descs()[idx];
+                d.addr.set(order_, s.addr);
+                d.len.set(order_, s.len);
+                d.flags.set(order_, flags);
+                d.next.set(order_, i + 1 < n ? next_[idx] : uint16_t(0));
+                idx = next_[idx];
+            }
+            heads_[head].ndesc = uint16_t(n);
+            heads_[head].table = ring_detail::no_table;
+        }
+        ring_detail::head_state& h = heads_[head];
+        h.token = token;
+        h.writable = uint32_t(writable);
+        h.in_flight = 1;
+        ++in_flight_;
+        avail_ring()[avail_idx_ & (cfg_.size - 1)].set(order_, head);
+        ++avail_idx_;  // free-running: never decremented (checklist 44)
+        return status::ok;
+    }
+
+    bool publish() {
+        if (avail_idx_ == published_idx_) return false;
+        Platform::wmb();  // [A]
+        store16(avail_idx_field(), order_.dev16(avail_idx_));
+        Platform::mb();  // [B]
+        const uint16_t old = published_idx_;
+        published_idx_ = avail_idx_;
+        if (cfg_.event_idx) {
+            const uint16_t event = order_.dev16(load16(avail_event_field()));
+            return vring::need_event(event, avail_idx_, old);  // checklist 46
+        }
+        return !(order_.dev16(load16(used_flags_field())) & vring::used_f_no_notify);
+    }
+
+    result<used_completion> pop() {
+        if (broken_) return {status::device_broken, {}};
+        const uint16_t used_idx = order_.dev16(load16(used_idx_field()));
+        if (used_idx == last_used_) return {status::empty, {}};
+        // More completions than chains in flight: the index is a lie.
+        if (uint16_t(used_idx - last_used_) > in_flight_) return fail();
+        Platform::rmb();  // [C]
+        const vring::used_elem& e = used_ring()[last_used_ & (cfg_.size - 1)];
+        const uint32_t id = e.id.get(order_);
+        uint32_t len = e.len.get(order_);
+        if (id >= cfg_.size) return fail();
+        ring_detail::head_state& h = heads_[id];
+        if (!h.in_flight) return fail();  // not a head in flight: a middle descriptor or a duplicate
+        if (len > h.writable) {
+            if (!cfg_.legacy) return fail();
+            len = h.writable;  // legacy devices historically reported other lengths (checklist 48)
+        }
+        const uint32_t token = h.token;
+        release(uint16_t(id));
+        ++last_used_;
+        if (cfg_.event_idx && irq_enabled_) {
+            // Ask for an interrupt when the device moves past what we have reaped.
+            store16(used_event_field(), order_.dev16(last_used_));
+        }
+        return {status::ok, used_completion{token, len}};
+    }
+
+    void disable_interrupts() {
+        irq_enabled_ = false;
+        if (cfg_.event_idx) {
+            // avail->flags stays 0 with EVENT_IDX (checklist 46); park used_event behind us.
+            store16(used_event_field(), order_.dev16(uint16_t(last_used_ - 1)));
+        } else {
+            store16(avail_flags_field(), order_.dev16(vring::avail_f_no_interrupt));
+        }
+    }
+
+    bool enable_interrupts() {
+        irq_enabled_ = true;
+        if (cfg_.event_idx)
+            store16(used_event_field(), order_.dev16(last_used_));
+        else
+            store16(avail_flags_field(), 0);
+        Platform::mb();  // [D]
+        return order_.dev16(load16(used_idx_field())) != last_used_;
+    }
+
+    template <class F>
+    void reclaim_all(F&& on_token) {
+        for (uint32_t i = 0; i < cfg_.size; ++i) {
+            if (heads_[i].in_flight) on_token(heads_[i].token);
+        }
+        reset_state();
+    }
+
+    bool token_in_flight(uint32_t token) const {
+        for (uint32_t i = 0; i < cfg_.size; ++i)
+            if (heads_[i].in_flight && heads_[i].token == token) return true;
+        return false;
+    }
+
+private:
+    uint8_t* base() const { return static_cast<uint8_t*>(mem_.virt); }
+    vring::desc* descs() const { return reinterpret_cast<vring::desc*>(base() + lay_.desc); }
+    uint16_t* avail_flags_field() const { return reinterpret_cast<uint16_t*>(base() + lay_.avail); }
+    uint16_t* avail_idx_field() const { return reinterpret_cast<uint16_t*>(base() + lay_.avail + 2); }
+    virtio16* avail_ring() const { return reinterpret_cast<virtio16*>(base() + lay_.avail + 4); }
+    uint16_t* used_event_field() const {
+        return reinterpret_cast<uint16_t*>(base() + lay_.avail + 4 + size_t(2) * cfg_.size);
+    }
+    uint16_t* used_flags_field() const { return reinterpret_cast<uint16_t*>(base() + lay_.used); }
+    uint16_t* used_idx_field() const { return reinterpret_cast<uint16_t*>(base() + lay_.used + 2); }
+    const vring::used_elem* used_ring() const {
+        return reinterpret_cast<const vring::used_elem*>(base() + lay_.used + 4);
+    }
+    uint16_t* avail_event_field() const {
+        return reinterpret_cast<uint16_t*>(base() + lay_.used + 4 + size_t(8) * cfg_.size);
+    }
+    vring::desc* indirect_table(uint16_t t) const {
+        return reinterpret_cast<vring::desc*>(base() + lay_.indirect) + size_t(t) * cfg_.indirect_max;
+    }
+
+    // Shared-memory indices are read and written exactly once per access.
+    static uint16_t load16(const uint16_t* p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+    static void store16(uint16_t* p, uint16_t v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }
+
+    bool use_indirect(uint32_t n) const {
+        return cfg_.indirect && n > 1 && n <= cfg_.indirect_max && tables_free_ > 0;
+    }
+
+    // Take n descriptors off the private free list; they stay linked by next_[].
+    uint16_t take_free(uint32_t n) {
+        const uint16_t head = free_head_;
+        uint16_t idx = head;
+        for (uint32_t i = 1; i < n; ++i) idx = next_[idx];
+        free_head_ = next_[idx];
+        num_free_ -= n;
+        return head;
+    }
+
+    void release(uint16_t head) {
+        ring_detail::head_state& h = heads_[head];
+        uint16_t last = head;
+        for (uint32_t i = 1; i < h.ndesc; ++i) last = next_[last];  // bounded by ndesc <= size
+        next_[last] = free_head_;
+        free_head_ = head;
+        num_free_ += h.ndesc;
+        if (h.table != ring_detail::no_table) tables_[tables_free_++] = h.table;
+        h.in_flight = 0;
+        --in_flight_;
+    }
+
+    result<used_completion> fail() {
+        broken_ = true;
+        return {status::device_broken, {}};
+    }
+
+    void reset_state() {
+        uint8_t* b = base();
+        for (size_t i = 0; i < lay_.total; ++i) b[i] = 0;  // used->flags = 0 (checklist 47)
+        heads_ = reinterpret_cast<ring_detail::head_state*>(b + lay_.heads);
+        next_ = reinterpret_cast<uint16_t*>(b + lay_.next);
+        tables_ = reinterpret_cast<uint16_t*>(b + lay_.tables);
+        for (uint32_t i = 0; i < cfg_.size; ++i) {
+            next_[i] = uint16_t((i + 1) & (cfg_.size - 1));
+            heads_[i].table = ring_detail::no_table;
+        }
+        const uint16_t nt = cfg_.indirect ? cfg_.indirect_tables : 0;
+        for (uint16_t t = 0; t < nt; ++t) tables_[t] = t;
+        tables_free_ = nt;
+        free_head_ = 0;
+        num_free_ = cfg_.size;
+        in_flight_ = 0;
+        avail_idx_ = 0;
+        published_idx_ = 0;
+        last_used_ = 0;
+        irq_enabled_ = true;
+        broken_ = false;
+    }
+
+    ring_config cfg_{};
+    dma_region mem_{};
+    ring_detail::layout lay_{};
+    virtio_order order_{};
+    ring_detail::head_state* heads_ = nullptr;
+    uint16_t* next_ = nullptr;
+    uint16_t* tables_ = nullptr;
+    uint32_t num_free_ = 0;
+    uint32_t in_flight_ = 0;
+    uint16_t tables_free_ = 0;
+    uint16_t free_head_ = 0;
+    uint16_t avail_idx_ = 0;
+    uint16_t published_idx_ = 0;
+    uint16_t last_used_ = 0;
+    bool irq_enabled_ = true;
+    bool broken_ = false;
+};
+
+}  // namespace vscsi
