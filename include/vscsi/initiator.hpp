@@ -586,6 +586,11 @@ private:
         if (cfg_.accept_t10_pi) want |= feature::bit(feature::scsi_t10_pi);
         if (cfg_.accept_inout) want |= feature::bit(feature::scsi_inout);
         if (cfg_.accept_access_platform) want |= feature::bit(feature::access_platform);
+        // checklist 35: the platform's barriers are hardware barriers, so ORDER_PLATFORM is
+        // honoured as it is. RING_PACKED and the notification-data features are not taken:
+        // this driver speaks split rings and plain 16-bit notifications (a documented
+        // deviation from those SHOULDs).
+        want |= feature::bit(feature::order_platform);
         VSCSI_TRY(dev_.negotiate(want));
         const status s = configure();
         if (s != status::ok) {

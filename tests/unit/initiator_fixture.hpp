@@ -96,6 +96,16 @@ struct rig {
         }
         return pred();
     }
+    // Like run_until, with the clock moving `step_ns` per round (deadlines, escalation).
+    template <class P>
+    bool advance_until(P pred, uint64_t step_ns, int rounds = 100) {
+        for (int i = 0; i < rounds && !pred(); ++i) {
+            now += step_ns;
+            dev->step();
+            ini->poll(now, rec);
+        }
+        return pred();
+    }
     void settle(int rounds = 4) {
         for (int i = 0; i < rounds; ++i) {
             dev->step();
@@ -144,6 +154,15 @@ struct rig {
     // The data area as a scratch buffer.
     uint8_t* buf(size_t off = 0) { return data->virt + off; }
 };
+
+// Deadlines in microseconds instead of seconds, so the ladder runs in a few polls.
+inline vscsi::initiator_config fast_ladder() {
+    vscsi::initiator_config c;
+    c.default_timeout_ns = 1000;
+    c.escalation_step_ns = 1000;
+    c.scan_interval_ns = 100;
+    return c;
+}
 
 inline std::vector<uint8_t> rw10(bool write, uint32_t lba, uint16_t blocks) {
     return {uint8_t(write ? 0x2a : 0x28), 0, uint8_t(lba >> 24), uint8_t(lba >> 16), uint8_t(lba >> 8), uint8_t(lba),

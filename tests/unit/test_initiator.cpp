@@ -539,11 +539,7 @@ TEST_CASE("hot-plug, hot-unplug, parameter change and missed events reach on_eve
 }
 
 TEST_CASE("a lost command climbs the escalation ladder and completes once, timed out", "[initiator][recovery]") {
-    initiator_config c;
-    c.default_timeout_ns = 1000;
-    c.escalation_step_ns = 1000;
-    c.scan_interval_ns = 100;
-    rig<modern_t> r(opts(personality::modern), c);
+    rig<modern_t> r(opts(personality::modern), fixture::fast_ladder());
     r.dev->add_lun(0, 0, 64);
     REQUIRE(r.start() == status::ok);
     clear_ua(r);
@@ -561,11 +557,7 @@ TEST_CASE("a lost command climbs the escalation ladder and completes once, timed
     r.ini->kick();
     r.settle();
     const size_t before = r.rec.done.size();
-    for (int i = 0; i < 100 && r.rec.done.size() == before; ++i) {
-        r.now += 300;
-        r.dev->step();
-        r.ini->poll(r.now, r.rec);
-    }
+    r.advance_until([&] { return r.rec.done.size() > before; }, 300);
     REQUIRE(r.rec.done.size() == before + 1);
     CHECK(r.rec.done.back().user_data == 4242);
     CHECK(r.rec.done.back().outcome == io_outcome::timed_out);
@@ -587,11 +579,7 @@ TEST_CASE("a lost command climbs the escalation ladder and completes once, timed
 }
 
 TEST_CASE("a held command that answers to ABORT TASK completes timed out without a device reset", "[initiator][recovery]") {
-    initiator_config c;
-    c.default_timeout_ns = 1000;
-    c.escalation_step_ns = 1000;
-    c.scan_interval_ns = 100;
-    rig<modern_t> r(opts(personality::modern), c);
+    rig<modern_t> r(opts(personality::modern), fixture::fast_ladder());
     r.dev->add_lun(0, 0, 64);
     REQUIRE(r.start() == status::ok);
     clear_ua(r);
@@ -604,11 +592,7 @@ TEST_CASE("a held command that answers to ABORT TASK completes timed out without
     REQUIRE(r.ini->submit(q, r.now).st == status::ok);
     r.ini->kick();
     const size_t before = r.rec.done.size();
-    for (int i = 0; i < 100 && r.rec.done.size() == before; ++i) {
-        r.now += 300;
-        r.dev->step();
-        r.ini->poll(r.now, r.rec);
-    }
+    r.advance_until([&] { return r.rec.done.size() > before; }, 300);
     REQUIRE(r.rec.done.size() == before + 1);
     CHECK(r.rec.done.back().outcome == io_outcome::timed_out);
     CHECK(r.ini->stats().aborts_sent == 1);
@@ -625,11 +609,7 @@ TEST_CASE("a device that ignores TMFs is reset; caller TMFs complete as device_r
     REQUIRE(r.start() == status::ok);
     r.dev->fault().ignore_tmf = true;
     REQUIRE(r.ini->submit_tmf(tmf::logical_unit_reset, 0, 0, 0, 31, r.now) == status::ok);
-    for (int i = 0; i < 20 && r.rec.tmfs.empty(); ++i) {
-        r.now += 300;
-        r.dev->step();
-        r.ini->poll(r.now, r.rec);
-    }
+    r.advance_until([&] { return !r.rec.tmfs.empty(); }, 300, 20);
     REQUIRE(r.rec.tmfs.size() == 1);
     CHECK(r.rec.tmfs[0].device_reset);
     CHECK(r.rec.tmfs[0].user_data == 31);
