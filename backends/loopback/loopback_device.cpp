@@ -148,7 +148,19 @@ void device::write(unsigned bar, uint32_t off, unsigned width, uint32_t v) {
     const uint32_t q = v;
     if (q >= queues_.size() || rel != q * opt_.notify_multiplier) violation("notify at the wrong address");
     if (!(status_ & dev_status::driver_ok)) violation("notify before DRIVER_OK (checklist 32)");
-    ++stats_.notifies;
+    if (!running_.load(std::memory_order_relaxed)) ++stats_.notifies;  // the device thread owns stats
+}
+
+void device::start_thread() {
+    if (running_.exchange(true)) return;
+    thread_ = std::thread([this] {
+        while (running_.load(std::memory_order_relaxed)) step();
+    });
+}
+
+void device::stop_thread() {
+    if (!running_.exchange(false)) return;
+    thread_.join();
 }
 
 // ---- legacy BAR0 ----
@@ -229,7 +241,7 @@ void device::legacy_write(uint32_t off, unsigned width, uint32_t v) {
             want(2);
             if (!(status_ & dev_status::driver_ok)) violation("notify before DRIVER_OK (checklist 32)");
             if (v >= queues_.size()) violation("notify of a queue that does not exist");
-            ++stats_.notifies;
+            if (!running_.load(std::memory_order_relaxed)) ++stats_.notifies;
             return;
         case 18: want(1); return status_write(uint8_t(v));
         case 19: return violation("write to ISR (read-only)");
@@ -482,18 +494,24 @@ bool device::walk_chain(queue& q, uint16_t head, chain& c) {
     uint16_t idx = head;
     bool indirect = false;
     bool seen_write = false;
+    // The whole table is translated once; every index below is checked against its length.
+    const uint8_t* tbl = mem_.translate(table, 16ull * table_len);
+    if (!tbl) {
+        violation("descriptor table outside DMA memory");
+        set_needs_reset();
+        return false;
+    }
     for (;;) {
         if (idx >= table_len || ++n > table_len + 1) {
             violation("descriptor chain loops or runs past its table");
             set_needs_reset();
             return false;
         }
-        const uint64_t d = table + 16ull * idx;
-        const uint64_t addr = r64(d);
-        const uint32_t len = r32(d + 8);
-        const uint16_t flags = r16(d + 12);
-        const uint16_t next = r16(d + 14);
-        if (needs_reset_) return false;
+        const uint8_t* d = tbl + 16ull * idx;
+        const uint64_t addr = ld64(d);
+        const uint32_t len = ld32(d + 8);
+        const uint16_t flags = ld16(d + 12);
+        const uint16_t next = ld16(d + 14);
         if (flags & 4) {
             if (indirect) return violation("nested indirect descriptor (checklist 43)"), set_needs_reset(), false;
             if (flags & 1) return violation("INDIRECT together with NEXT (checklist 43)"), set_needs_reset(), false;
@@ -503,7 +521,8 @@ bool device::walk_chain(queue& q, uint16_t head, chain& c) {
             indirect = true;
             table = addr;
             table_len = len / 16;
-            if (!mem_.translate(addr, len)) return violation("indirect table outside DMA memory"), set_needs_reset(), false;
+            tbl = mem_.translate(addr, len);
+            if (!tbl) return violation("indirect table outside DMA memory"), set_needs_reset(), false;
             idx = 0;
             n = 0;
             continue;

@@ -20,7 +20,9 @@
 #include <stdint.h>
 #include <string.h>
 
+#include <atomic>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "vscsi/wire.hpp"
@@ -34,8 +36,16 @@ public:
     void clear() { regions_.clear(); }
     // nullptr unless [bus, bus+len) lies inside one region.
     uint8_t* translate(uint64_t bus, uint64_t len) const {
-        for (const region& r : regions_) {
+        if (last_ < regions_.size()) {  // most accesses hit the region the last one did
+            const region& r = regions_[last_];
             if (bus >= r.bus && len <= r.len && bus - r.bus <= r.len - len) return r.virt + (bus - r.bus);
+        }
+        for (size_t i = 0; i < regions_.size(); ++i) {
+            const region& r = regions_[i];
+            if (bus >= r.bus && len <= r.len && bus - r.bus <= r.len - len) {
+                last_ = i;
+                return r.virt + (bus - r.bus);
+            }
         }
         return nullptr;
     }
@@ -47,6 +57,7 @@ private:
         size_t len;
     };
     std::vector<region> regions_;
+    mutable size_t last_ = 0;
 };
 
 enum class personality { transitional, modern, legacy };
@@ -99,6 +110,9 @@ struct faults {
 class device {
 public:
     explicit device(const options& o, const dma_map& mem);
+    ~device() { stop_thread(); }
+    device(const device&) = delete;
+    device& operator=(const device&) = delete;
 
     // ---- the Bus a driver's transport uses (pci.hpp) ----
     uint8_t read8(unsigned bar, uint32_t off) { return uint8_t(read(bar, off, 1)); }
@@ -137,6 +151,11 @@ public:
 
     // ---- running ----
     uint32_t step();                 // process every queue; returns requests consumed
+    // Run step() on a thread of its own, polling shared memory, as a real device would. Start
+    // it after the driver has brought the device up; while it runs, the driver may only touch
+    // the rings and the notify register.
+    void start_thread();
+    void stop_thread();
     uint32_t release_held();         // complete every held command normally
     void set_needs_reset();          // DEVICE_NEEDS_RESET + config interrupt
 
@@ -286,6 +305,8 @@ private:
     uint32_t last_tmf_subtype_ = ~0u;
     uint64_t last_tmf_tag_ = 0;
     std::vector<std::string> violations_;
+    std::thread thread_;
+    std::atomic<bool> running_{false};
 };
 
 }  // namespace vscsi::loopback

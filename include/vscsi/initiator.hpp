@@ -255,7 +255,7 @@ public:
 
         // Request header. Bytes past the CDB are zero so the device sees a clean cdb_size field.
         uint8_t* hdr = d.req;
-        for (uint32_t i = 0; i < req_bytes_; ++i) hdr[i] = 0;
+        __builtin_memset(hdr, 0, req_bytes_);
         const lun_address la = make_lun(r.target, r.lun);
         for (int i = 0; i < 8; ++i) hdr[i] = la.bytes[i];
         virtio64 tagf;
@@ -271,9 +271,11 @@ public:
             __builtin_memcpy(hdr + 23, &pin, 4);
             cdb = hdr + 27;
         }
-        for (uint32_t i = 0; i < r.cdb_len; ++i) cdb[i] = r.cdb[i];
-        // The device writes the response; clear it so a device that writes less is noticed.
-        for (uint32_t i = 0; i < resp_bytes_; ++i) d.resp[i] = 0;
+        __builtin_memcpy(cdb, r.cdb, r.cdb_len);
+        // The device writes the response header. Until it does, it holds no valid response
+        // code (0xff), so a device that returns the buffers unwritten is never read as OK.
+        __builtin_memset(d.resp, 0, 12);
+        d.resp[11] = 0xff;
 
         scratch_out_[0] = sg_entry{mem_.bus_of(d.req), req_bytes_};
         uint32_t out_len = 0, in_len = 0;
