@@ -63,7 +63,7 @@ bool encode(uint8_t target, uint64_t lun, uint8_t out[8]) {
     return true;
 }
 
-vsk_host host_of(vscsi::response r) {
+vsk_outcome host_of(vscsi::response r) {
     using vscsi::response;
     switch (r) {
         case response::ok: return VSK_HOST_OK;
@@ -130,7 +130,7 @@ void vsk_cmd_resp(const void* resp, uint32_t flags, uint32_t used_len, uint32_t 
     }
     r.written = 1;
     r.response = h.response;
-    const vsk_host host = host_of(vscsi::response(h.response));
+    const vsk_outcome host = host_of(vscsi::response(h.response));
     r.host = uint8_t(host);
     r.status = host == VSK_HOST_OK ? h.status : 0;
 

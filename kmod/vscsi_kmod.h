@@ -82,7 +82,7 @@ uint32_t vsk_cmd_req(void *req, uint32_t flags, uint8_t target, uint64_t lun, ui
  * What the glue puts in the host byte of a completed command, by meaning; each glue maps
  * these to its kernel's DID_ values (older kernels lack some and use the nearest).
  */
-enum vsk_host {
+enum vsk_outcome {
 	VSK_HOST_OK = 0,              /* OK: the SAM status says the rest */
 	VSK_HOST_ERROR,               /* OVERRUN, FAILURE, an undefined code, no response */
 	VSK_HOST_ABORT,               /* ABORTED */
@@ -99,7 +99,7 @@ struct vsk_cmd_result {
 	uint32_t sense_len; /* bytes copied to the caller's sense buffer */
 	uint8_t response;   /* the raw virtio-scsi response code, for logging */
 	uint8_t status;     /* SAM status; 0 unless the response is OK */
-	uint8_t host;       /* enum vsk_host */
+	uint8_t host;       /* enum vsk_outcome */
 	uint8_t written;    /* 0 when the device returned the buffers without a response header */
 };
 

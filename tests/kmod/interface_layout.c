@@ -26,6 +26,6 @@ const unsigned long vsk_c_layout[] = {
 	FIELD(vsk_host_limits, cmd_per_lun), FIELD(vsk_host_limits, max_id),
 	FIELD(vsk_host_limits, max_lun), FIELD(vsk_host_limits, max_channel),
 	FIELD(vsk_host_limits, max_cmd_len),
-	sizeof(enum vsk_host), sizeof(enum vsk_event_action)
+	sizeof(enum vsk_outcome), sizeof(enum vsk_event_action)
 };
 const unsigned long vsk_c_layout_count = sizeof(vsk_c_layout) / sizeof(vsk_c_layout[0]);

@@ -36,7 +36,7 @@ const unsigned long cxx_layout[] = {
     FIELD(vsk_host_limits, cmd_per_lun), FIELD(vsk_host_limits, max_id),
     FIELD(vsk_host_limits, max_lun), FIELD(vsk_host_limits, max_channel),
     FIELD(vsk_host_limits, max_cmd_len),
-    sizeof(vsk_host), sizeof(vsk_event_action),
+    sizeof(vsk_outcome), sizeof(vsk_event_action),
 };
 #undef FIELD
 
@@ -167,7 +167,7 @@ TEST_CASE("command request header", "[kmod][cmd]") {
 TEST_CASE("every response code maps to a host outcome", "[kmod][resp]") {
     struct row {
         uint8_t code;
-        vsk_host host;
+        vsk_outcome host;
     };
     const row rows[] = {
         {VIRTIO_SCSI_S_OK, VSK_HOST_OK},
