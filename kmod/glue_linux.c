@@ -43,7 +43,6 @@
 #endif
 
 #define VSK_EVENT_NODES 8
-#define VSK_TMF_TIMEOUT (30 * HZ)
 #define VSK_INQUIRY_TIMEOUT (10 * HZ)
 #define VSK_INQUIRY_BYTES 36
 
@@ -54,6 +53,14 @@
 static unsigned int event_buffers = VSK_EVENT_NODES;
 module_param(event_buffers, uint, 0444);
 MODULE_PARM_DESC(event_buffers, "event buffers kept posted, 1-8 (default 8)");
+
+/*
+ * How long a TMF may take before its handler gives up (and the error handler escalates);
+ * the device keeps the request's buffers, which are freed when it does answer.
+ */
+static unsigned int tmf_timeout = 30;
+module_param(tmf_timeout, uint, 0644);
+MODULE_PARM_DESC(tmf_timeout, "seconds to wait for a task management function (default 30)");
 
 /* Per SCSI command, in the command's private area: the device reads req, writes resp. */
 struct vsk_cmd {
@@ -419,7 +426,7 @@ static int vsk_tmf(struct vsk_host *h, u32 function, u8 target, u64 lun, u64 tag
 		return FAILED;
 	}
 
-	if (!wait_for_completion_timeout(&t->done, VSK_TMF_TIMEOUT)) {
+	if (!wait_for_completion_timeout(&t->done, max(1u, READ_ONCE(tmf_timeout)) * HZ)) {
 		spin_lock_irqsave(&h->ctrl.lock, fl);
 		if (!completion_done(&t->done)) {
 			/* The device still owns t; it is freed when it comes back. */
