@@ -35,13 +35,15 @@ CFLAGS_glue_el5.o := -DVSCSI_EL5_FIND_VQS=$(USE_FIND_VQS) \
 # optimisation level) from 2.6.18's CFLAGS, minus what is C only, plus what a freestanding
 # C++17 object without a runtime needs. It includes no kernel header.
 VSCSI_CXX ?= g++
+# The core headers: beside kmod/ in the source tree; a build that mirrors kmod/ elsewhere says where.
+VSCSI_INCLUDE ?= $(src)/../include
 vscsi_el5_c_only := -Wstrict-prototypes -Werror-implicit-function-declaration \
 		    -Wdeclaration-after-statement -Wno-pointer-sign -std=gnu89 -std=gnu99
 vscsi_el5_cxxflags := $(filter-out $(vscsi_el5_c_only),$(CFLAGS)) \
 	-fno-pie -fno-stack-protector -std=gnu++17 -fno-exceptions -fno-rtti -ffreestanding \
 	-fno-threadsafe-statics -fno-use-cxa-atexit -nostdinc -nostdinc++ \
 	-isystem $(shell $(VSCSI_CXX) -print-file-name=include) \
-	-I$(src) -I$(src)/../include -D__KERNEL__ -DMODULE -Wall -Wextra
+	-I$(src) -I$(VSCSI_INCLUDE) -D__KERNEL__ -DMODULE -Wall -Wextra
 
 quiet_cmd_vscsi_el5_cxx = CXX [M]  $@
       cmd_vscsi_el5_cxx = $(VSCSI_CXX) -Wp,-MD,$(depfile) $(vscsi_el5_cxxflags) -c -o $@ $<
