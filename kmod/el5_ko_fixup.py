@@ -411,7 +411,11 @@ def process(args):
                 again.fail("internal error: PLT32 relocations left after rewrite")
             again.check_relocs(EL5_LOADER_RELOCS)
         check_symbols(again, symvers, need_versions=el5 and symvers is not None)
-        write_atomically(args.output or args.input, bytes(ko.data), mode)
+        out = args.output or args.input
+        try:
+            write_atomically(out, bytes(ko.data), mode)
+        except OSError as e:
+            raise KoError(f"cannot write '{out}': {e.strerror}") from None
     if not args.quiet:
         print(f"{label}: " + "; ".join(notes) + (" (checked only)" if args.check_only else ""))
 
