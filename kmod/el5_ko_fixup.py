@@ -59,8 +59,8 @@ SYM = struct.Struct("<IBBHQQ")
 RELA = struct.Struct("<QQq")
 MODVERSION = struct.Struct("<Q56s")  # struct modversion_info on a 64-bit kernel
 
-# Names a kernel never exports: a C++ runtime, the unwinder, compiler support a kernel
-# build must not need. They get their own message, whatever Module.symvers says.
+# Names no kernel exports: a C++ runtime and the unwinder. They get their own message,
+# whatever Module.symvers says.
 RUNTIME_PATTERNS = [
     (re.compile(r"^__cxa_"), "C++ ABI runtime (__cxa_*)"),
     (re.compile(r"^__gxx_personality"), "C++ exception personality"),
@@ -70,9 +70,14 @@ RUNTIME_PATTERNS = [
     (re.compile(r"^_ZT[VISI]"), "C++ vtable/typeinfo"),
     (re.compile(r"^_ZSt|^_ZNSt|^_ZNKSt"), "C++ standard library"),
     (re.compile(r"^__dynamic_cast$"), "C++ RTTI"),
-    (re.compile(r"^__stack_chk_fail$"), "stack protector (build with -fno-stack-protector)"),
-    (re.compile(r"^_GLOBAL_OFFSET_TABLE_$"), "GOT (position-independent code; build with -fno-pie)"),
 ]
+# Why a symbol may be missing from Module.symvers, when the reason is a build flag.
+MISSING_HINTS = {
+    "__stack_chk_fail": "stack protector: build with -fno-stack-protector",
+    "_GLOBAL_OFFSET_TABLE_": "position-independent code: build with -fno-pie",
+    "__fentry__": "ftrace hooks: the kernel has no -mfentry support",
+    "__x86_return_thunk": "return thunks: the kernel was not built with them",
+}
 
 
 def reloc_name(rtype):
@@ -329,7 +334,8 @@ def check_symbols(ko, symvers, need_versions):
         ko.fail("needs symbols no kernel provides: " + ", ".join(runtime))
     if symvers is None:
         return len(undef), 0
-    missing = [n for n in undef if n not in symvers]
+    missing = [n + (f" ({MISSING_HINTS[n]})" if n in MISSING_HINTS else "")
+               for n in undef if n not in symvers]
     if missing:
         ko.fail(f"undefined symbols not exported by the kernel (not in Module.symvers): "
                 + ", ".join(missing))
