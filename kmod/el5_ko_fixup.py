@@ -7,7 +7,8 @@ What it does to an x86_64 relocatable .ko (ELF64, little-endian):
     same value (the loader links calls directly, there is no PLT), but the 2.6.18 loader knows
     only NONE, 64, 32, 32S and PC32 (its apply_relocate_add()) and refuses anything else;
   - fails if a relocation of another type remains in a section the loader relocates (the
-    targets of SHF_ALLOC sections; it skips relocations of debug sections);
+    targets of SHF_ALLOC sections; it skips relocations of debug sections), and if the module
+    has constructors (.init_array, .ctors), which that loader never runs;
   - stamps the compiler tag of the vermagic ("gcc-12.2" -> "gcc-4.1"): with MODVERSIONS the
     2.6.18 loader compares everything after the release string; the shorter tag is padded
     with NULs, which the loader skips when it walks .modinfo;
@@ -244,6 +245,14 @@ class Ko:
                     n += 1
         return n
 
+    def check_no_constructors(self):
+        """The 2.6.18 loader never runs constructors: a module that has some would run
+        without them (a C++ global with a non-trivial constructor, __attribute__((constructor)))."""
+        found = [s.name for s in self.sections
+                 if (s.name.startswith((".init_array", ".ctors", ".preinit_array"))) and s.size]
+        if found:
+            self.fail("has constructors the RHEL5 2.6.18 loader never runs: " + ", ".join(found))
+
     # -- .modinfo ---------------------------------------------------------------------------
 
     def vermagic(self):
@@ -395,6 +404,7 @@ def process(args):
         notes.append(f"{n} PLT32->PC32")
     if el5:
         ko.check_relocs(EL5_LOADER_RELOCS)
+        ko.check_no_constructors()
     if el5 and args.compiler_tag and not args.check_only:
         old = ko.stamp_compiler(args.compiler_tag)
         notes.append(f"vermagic {old}->{args.compiler_tag}")

@@ -37,6 +37,9 @@ VARIANTS = {
     'cxx_runtime': ('extern void *_Znwm(unsigned long); extern int __cxa_guard_acquire(long *);',
                     'static long g; __cxa_guard_acquire(&g); _Znwm(8);',
                     ['-fno-pie', '-mcmodel=kernel']),
+    # a constructor, which the 2.6.18 loader would never run
+    'constructor': ('__attribute__((constructor)) static void standin_ctor(void) { printk("c"); }',
+                    '', ['-fno-pie', '-mcmodel=kernel']),
     # position-independent access to an extern: a GOT relocation the 2.6.18 loader lacks
     'foreign_reloc': ('extern int some_counter;', 'printk("%d", some_counter);', ['-fPIC']),
 }

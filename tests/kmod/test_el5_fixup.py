@@ -143,6 +143,11 @@ def crafted_cases(work):
     check('C++ runtime symbols refused', rc == 1 and '_Znwm' in msg and
           '__cxa_guard_acquire' in msg and not os.path.exists(out), msg)
 
+    ctor = el5_standin.build(work, 'constructor')
+    rc, msg = run_tool('--symvers', symvers, '-o', out, ctor)
+    check('constructors refused', rc == 1 and 'constructors' in msg and
+          not os.path.exists(out), msg)
+
     foreign = el5_standin.build(work, 'foreign_reloc')
     kinds = reloc_counts(foreign)
     got = [k for k in kinds if 'GOT' in k]
