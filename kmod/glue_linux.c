@@ -43,9 +43,24 @@
 #endif
 
 #define VSK_EVENT_NODES 8
-#define VSK_TMF_TIMEOUT (30 * HZ)
 #define VSK_INQUIRY_TIMEOUT (10 * HZ)
 #define VSK_INQUIRY_BYTES 36
+
+/*
+ * Event buffers kept posted. Fewer make the device drop events sooner (it then reports
+ * EVENTS_MISSED and the host is rescanned): the kmod tests use 1 to drive that path.
+ */
+static unsigned int event_buffers = VSK_EVENT_NODES;
+module_param(event_buffers, uint, 0444);
+MODULE_PARM_DESC(event_buffers, "event buffers kept posted, 1-8 (default 8)");
+
+/*
+ * How long a TMF may take before its handler gives up (and the error handler escalates);
+ * the device keeps the request's buffers, which are freed when it does answer.
+ */
+static unsigned int tmf_timeout = 30;
+module_param(tmf_timeout, uint, 0644);
+MODULE_PARM_DESC(tmf_timeout, "seconds to wait for a task management function (default 30)");
 
 /* Per SCSI command, in the command's private area: the device reads req, writes resp. */
 struct vsk_cmd {
@@ -411,7 +426,7 @@ static int vsk_tmf(struct vsk_host *h, u32 function, u8 target, u64 lun, u64 tag
 		return FAILED;
 	}
 
-	if (!wait_for_completion_timeout(&t->done, VSK_TMF_TIMEOUT)) {
+	if (!wait_for_completion_timeout(&t->done, max(1u, READ_ONCE(tmf_timeout)) * HZ)) {
 		spin_lock_irqsave(&h->ctrl.lock, fl);
 		if (!completion_done(&t->done)) {
 			/* The device still owns t; it is freed when it comes back. */
@@ -539,6 +554,11 @@ static bool vsk_post_event_locked(struct vsk_host *h, struct vsk_event_node *n)
 	return true;
 }
 
+static int vsk_event_nodes(void)
+{
+	return clamp_t(unsigned int, event_buffers, 1, VSK_EVENT_NODES);
+}
+
 /* Post every idle event buffer and let events flow. Only after DRIVER_OK. */
 static void vsk_start_events(struct vsk_host *h)
 {
@@ -551,7 +571,7 @@ static void vsk_start_events(struct vsk_host *h)
 		return;
 	spin_lock_irqsave(&h->event.lock, fl);
 	h->events_stopped = false;
-	for (i = 0; i < VSK_EVENT_NODES; i++)
+	for (i = 0; i < vsk_event_nodes(); i++)
 		if (h->nodes[i].state == VSK_NODE_IDLE)
 			posted |= vsk_post_event_locked(h, &h->nodes[i]);
 	if (posted && h->event.vq)
