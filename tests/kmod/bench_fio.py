@@ -5,8 +5,8 @@ Two identical virtio-scsi controllers, each with a QEMU null disk (read-zeroes).
 virtio_scsi drives one, vscsi's module (built as vscsi_bench.ko, so both can be loaded at
 once) the other. fio does 4 KiB random reads at depth 1 (psync) and depth 32 (libaio), I/O
 scheduler none, in short slices that alternate between the two disks (and which goes
-first), so load on the host hits both alike. Prints IOPS per round and the ratio
-vscsi / kernel.
+first), so load on the host hits both alike; the drivers swap controllers every round.
+Prints IOPS per round and the ratio vscsi / kernel.
 
 A benchmark, not a test: it prints numbers and fails only if it cannot measure.
 
@@ -27,7 +27,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('ko', help='vscsi_bench.ko (meson compile -C <build> vscsi_bench.ko)')
     p.add_argument('work')
-    p.add_argument('--rounds', type=int, default=3)
+    p.add_argument('--rounds', type=int, default=4, help='even: each driver gets each controller equally')
     p.add_argument('--slices', type=int, default=4, help='alternations per round and depth')
     p.add_argument('--seconds', type=int, default=3, help='fio run time per slice')
     a = p.parse_args()
@@ -50,18 +50,30 @@ def main():
     results = {}  # (round, driver, depth) -> [iops per slice]
     try:
         g.start()
-        # The kernel's driver takes both controllers; the second is handed to ours.
-        rc, out = g.run('modprobe sd_mod && modprobe virtio_scsi && sleep 1 && '
-                        'echo virtio1 > /sys/bus/virtio/drivers/virtio_scsi/unbind && '
-                        f'insmod /lib/modules/{release}/extra/vscsi_bench.ko && sleep 2 && '
-                        'for d in /sys/class/scsi_disk/*; do b=$(ls $d/device/block); '
-                        'h=$(echo $(basename $d) | cut -d: -f1); '
-                        'if [ -e /sys/class/scsi_host/host$h/vscsi_stats ]; then echo vscsi $b; else echo kernel $b; fi; '
-                        'echo none > /sys/block/$b/queue/scheduler; done')
-        disks = dict(line.split() for line in out.splitlines() if line.startswith(('vscsi ', 'kernel ')))
-        if rc or set(disks) != {'vscsi', 'kernel'}:
-            raise GuestError(f'could not set up both drivers: {out}')
-        print(f'kernel virtio_scsi drives /dev/{disks["kernel"]}, vscsi drives /dev/{disks["vscsi"]}', flush=True)
+        rc, out = g.run('modprobe sd_mod && modprobe virtio_scsi && '
+                        f'insmod /lib/modules/{release}/extra/vscsi_bench.ko && ls /sys/bus/virtio/devices')
+        if rc or out.split() != ['virtio0', 'virtio1']:
+            raise GuestError(f'could not load both drivers: {out}')
+
+        def assign(rnd):
+            """Hand one controller to each driver (swapped every round); their disks."""
+            mine, theirs = ('virtio1', 'virtio0') if rnd % 2 == 0 else ('virtio0', 'virtio1')
+            rc, out = g.run(
+                'for drv in virtio_scsi vscsi_bench; do for d in /sys/bus/virtio/drivers/$drv/virtio*; do '
+                '[ -e "$d" ] && echo $(basename $d) > /sys/bus/virtio/drivers/$drv/unbind; done; done; '
+                f'echo {theirs} > /sys/bus/virtio/drivers/virtio_scsi/bind && '
+                f'echo {mine} > /sys/bus/virtio/drivers/vscsi_bench/bind && '
+                'for t in $(seq 100); do [ $(ls /sys/class/scsi_disk | wc -l) = 2 ] && break; sleep 0.1; done; '
+                'for d in /sys/class/scsi_disk/*; do b=$(ls $d/device/block); '
+                'h=$(echo $(basename $d) | cut -d: -f1); '
+                'if [ -e /sys/class/scsi_host/host$h/vscsi_stats ]; then echo vscsi $b; else echo kernel $b; fi; '
+                'echo none > /sys/block/$b/queue/scheduler; done')
+            disks = dict(line.split() for line in out.splitlines() if line.startswith(('vscsi ', 'kernel ')))
+            if rc or set(disks) != {'vscsi', 'kernel'}:
+                raise GuestError(f'could not give each driver a controller: {out}')
+            print(f'round {rnd + 1}: kernel virtio_scsi drives {theirs} (/dev/{disks["kernel"]}), '
+                  f'vscsi drives {mine} (/dev/{disks["vscsi"]})', flush=True)
+            return disks
 
         def fio(dev, depth):
             engine = 'psync' if depth == 1 else 'libaio'
@@ -73,6 +85,7 @@ def main():
             return json.loads(out[out.index('{'):])['jobs'][0]['read']['iops']
 
         for rnd in range(a.rounds):
+            disks = assign(rnd)
             for depth in (1, 32):
                 for s in range(a.slices):
                     order = ('kernel', 'vscsi') if (s + rnd) % 2 == 0 else ('vscsi', 'kernel')
