@@ -1,0 +1,39 @@
+// Interrupts through /dev/uioN (uio_pci_generic: legacy INTx only).
+//
+// uio_pci_generic's handler masks INTx in the command register and counts the interrupt;
+// read() returns the count, write(1) unmasks. A virtio device keeps its INTx line asserted
+// until the ISR register is read, so the order is: wait, read ISR (acknowledge), unmask.
+//
+// Holding /dev/uioN open also ties DMA to this process's life: uio_pci_generic clears Bus
+// Master Enable when the last opener closes it, so a driver that dies stops the device's DMA.
+#pragma once
+#include <stdint.h>
+
+#include <string>
+
+namespace vscsi::uio {
+
+class uio_irq {
+public:
+    uio_irq() = default;
+    ~uio_irq() { close(); }
+    uio_irq(const uio_irq&) = delete;
+    uio_irq& operator=(const uio_irq&) = delete;
+
+    bool open(const std::string& dev_node, std::string& err);
+    void close();
+    bool is_open() const { return fd_ >= 0; }
+
+    // Wait up to timeout_ms (-1: forever) for an interrupt. Returns 1 on an interrupt, 0 on
+    // timeout, -1 on error.
+    int wait(int timeout_ms);
+    // Unmask INTx (after the device was acknowledged).
+    bool unmask();
+    uint32_t count() const { return count_; }
+
+private:
+    int fd_ = -1;
+    uint32_t count_ = 0;
+};
+
+}  // namespace vscsi::uio
