@@ -41,29 +41,35 @@ std::string describe(const command_result& r) {
 
 target_state report_luns(controller& c, uint8_t target, std::vector<uint16_t>& luns, std::string& err) {
     luns.clear();
+    // REPORT LUNS goes to LUN 0, which every target answers for (SPC) even when no LU is
+    // there; the REPORT LUNS well-known LU is the fallback (QEMU rejects that address with
+    // BAD_TARGET, so it cannot come first).
+    const uint16_t addresses[] = {0, wlun_report_luns};
+    command_result r;
     uint32_t alloc = 4096;
-    for (int attempt = 0; attempt < 2; ++attempt) {
-        uint8_t cdb[16];
-        const uint32_t n = scsi::report_luns(cdb, sizeof cdb, alloc);
-        const command_result r = c.command(target, wlun_report_luns, cdb, n, false, c.data(), alloc);
-        if (r.submit == status::ok && r.outcome == io_outcome::bad_target) return target_state::absent;
-        if (!r.ok()) {
-            err = fmt::format("REPORT LUNS on target {} failed: {}", target, describe(r));
-            return target_state::failed;
+    for (uint16_t at : addresses) {
+        for (int attempt = 0; attempt < 2; ++attempt) {
+            uint8_t cdb[16];
+            const uint32_t n = scsi::report_luns(cdb, sizeof cdb, alloc);
+            r = c.command(target, at, cdb, n, false, c.data(), alloc);
+            if (!r.ok()) break;
+            const uint32_t list = scsi::report_luns_list_bytes(c.data(), r.transferred);
+            if (list + 8 > alloc && attempt == 0 && list + 8 <= c.data_bytes() && list + 8 <= 0x100000) {
+                alloc = list + 8;  // the list did not fit: ask again with room for all of it
+                continue;
+            }
+            scsi::report_luns_entries(c.data(), r.transferred, [&](const uint8_t* e) {
+                const decoded_lun d = decode_sam_lun(e);
+                if (d.valid) luns.push_back(d.lun);
+                return true;
+            });
+            return target_state::present;
         }
-        const uint32_t list = scsi::report_luns_list_bytes(c.data(), r.transferred);
-        if (list + 8 > alloc && attempt == 0 && list + 8 <= c.data_bytes() && list + 8 <= 0x100000) {
-            alloc = list + 8;  // the list did not fit: ask again with room for all of it
-            continue;
-        }
-        scsi::report_luns_entries(c.data(), r.transferred, [&](const uint8_t* e) {
-            const decoded_lun d = decode_sam_lun(e);
-            if (d.valid) luns.push_back(d.lun);
-            return true;
-        });
-        return target_state::present;
+        if (at == 0 && r.submit == status::ok && r.outcome == io_outcome::bad_target) return target_state::absent;
     }
-    return target_state::present;
+    if (r.submit == status::ok && r.outcome == io_outcome::bad_target) return target_state::absent;
+    err = fmt::format("REPORT LUNS on target {} failed: {}", target, describe(r));
+    return target_state::failed;
 }
 
 bool probe_lun(controller& c, uint8_t target, uint16_t lun, lun_info& out, std::string& err) {
