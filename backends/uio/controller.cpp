@@ -121,7 +121,7 @@ bool controller::open(const open_options& o, std::string& err) {
     if (irq_mode_) {
         // A line asserted before we listened would stay masked: acknowledge and unmask once.
         transport_->read_isr();
-        irq_.unmask();
+        uio_irq::unmask(bus_);
     }
     ini_->disable_interrupts();
     return true;
@@ -154,7 +154,7 @@ void controller::sleep_for_interrupt(uint64_t max_ns) {
     if (ms > 100) ms = 100;
     if (irq_.wait(int(ms)) > 0) {
         transport_->read_isr();  // acknowledge: the device drops its INTx line
-        irq_.unmask();
+        uio_irq::unmask(bus_);
     }
     ini_->disable_interrupts();
 }

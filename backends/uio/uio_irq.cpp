@@ -6,6 +6,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <vscsi/pci.hpp>
+
 namespace vscsi::uio {
 
 bool uio_irq::open(const std::string& dev_node, std::string& err) {
@@ -37,9 +39,12 @@ int uio_irq::wait(int timeout_ms) {
     return 1;
 }
 
-bool uio_irq::unmask() {
-    const int32_t one = 1;
-    return fd_ >= 0 && write(fd_, &one, sizeof one) == ssize_t(sizeof one);
+bool uio_irq::unmask(sysfs_bus& bus) {
+    // While we run this, INTx is masked (the handler masked it, or nothing was pending), so
+    // the kernel's handler cannot change the register between our read and write.
+    const uint8_t high = bus.config_read8(pci_cfg::command + 1);
+    const uint8_t cleared = uint8_t(high & ~(pci_cfg::command_intx_disable >> 8));
+    return high == cleared || bus.config_write8(pci_cfg::command + 1, cleared);
 }
 
 }  // namespace vscsi::uio

@@ -1,8 +1,10 @@
 // Interrupts through /dev/uioN (uio_pci_generic: legacy INTx only).
 //
-// uio_pci_generic's handler masks INTx in the command register and counts the interrupt;
-// read() returns the count, write(1) unmasks. A virtio device keeps its INTx line asserted
-// until the ISR register is read, so the order is: wait, read ISR (acknowledge), unmask.
+// uio_pci_generic's handler masks INTx (Interrupt Disable in the command register) and
+// counts the interrupt; read() returns the count. It has no irqcontrol, so write() to the
+// node fails: the driver unmasks by clearing Interrupt Disable itself, through PCI config
+// space. A virtio device keeps its INTx line asserted until the ISR register is read, so the
+// order is: wait, read ISR (acknowledge), unmask.
 //
 // Holding /dev/uioN open also ties DMA to this process's life: uio_pci_generic clears Bus
 // Master Enable when the last opener closes it, so a driver that dies stops the device's DMA.
@@ -10,6 +12,8 @@
 #include <stdint.h>
 
 #include <string>
+
+#include "bar_bus.hpp"
 
 namespace vscsi::uio {
 
@@ -27,9 +31,11 @@ public:
     // Wait up to timeout_ms (-1: forever) for an interrupt. Returns 1 on an interrupt, 0 on
     // timeout, -1 on error.
     int wait(int timeout_ms);
-    // Unmask INTx (after the device was acknowledged).
-    bool unmask();
     uint32_t count() const { return count_; }
+
+    // Unmask INTx (after the device was acknowledged): clear Interrupt Disable. Only the
+    // command register's high byte is written, so Bus Master and decode bits are left alone.
+    static bool unmask(sysfs_bus& bus);
 
 private:
     int fd_ = -1;

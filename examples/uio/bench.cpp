@@ -209,12 +209,13 @@ int run_bench(controller& c, const bench_params& p, const volatile bool& stop) {
     progress bar("bench");
     uint64_t next_bar = t0;
     // The polled loop: no system call, no allocation per I/O.
-    while (L.now < end && !stop) {
+    for (;;) {
+        L.now = c.now();
+        if (L.now >= end || stop) break;
         c.ini().poll(L.now, L);
         c.ini().kick();
         if (c.ini().state() != initiator_state::running) break;
         if (c.irq_mode() && L.in_flight) c.sleep_for_interrupt(end - L.now);
-        L.now = c.now();
         if (L.now >= next_bar) {
             bar.update(double(L.now - t0) / double(end - t0));
             next_bar = L.now + 100000000ull;

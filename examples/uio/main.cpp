@@ -95,16 +95,26 @@ bool open_device(const options& o, device_session& s, std::string& err, size_t d
     return s.ctl.open(oo, err);
 }
 
-// -t/-l, or the first LUN there is.
-bool pick_lun(const options& o, device_session& s, std::string& err) {
-    uint64_t t = 0, l = 0;
-    const bool has_t = o.values.count("-t"), has_l = o.values.count("-l");
-    if (has_t && !parse_u64(o.get("-t"), 0, 255, t)) {
+// -t/-l as numbers (checked before any device is touched: a usage error).
+bool parse_lun_args(const options& o, std::string& err) {
+    uint64_t v = 0;
+    if (o.values.count("-t") && !parse_u64(o.get("-t"), 0, 255, v)) {
         err = "-t must be a target number 0..255, not '" + o.get("-t") + "'";
         return false;
     }
-    if (has_l && !parse_u64(o.get("-l"), 0, max_lun_number, l)) {
+    if (o.values.count("-l") && !parse_u64(o.get("-l"), 0, max_lun_number, v)) {
         err = "-l must be a LUN number 0..16383, not '" + o.get("-l") + "'";
+        return false;
+    }
+    return true;
+}
+
+// -t/-l, or the first LUN there is. A missing -t means target 0, a missing -l LUN 0.
+bool pick_lun(const options& o, device_session& s, std::string& err) {
+    uint64_t t = 0, l = 0;
+    const bool has_t = o.values.count("-t"), has_l = o.values.count("-l");
+    if ((has_t && !parse_u64(o.get("-t"), 0, 255, t)) || (has_l && !parse_u64(o.get("-l"), 0, max_lun_number, l))) {
+        err = "bad -t or -l";
         return false;
     }
     if (!has_t && !has_l) return first_lun(s.ctl, s.target, s.lun, err);
@@ -751,7 +761,7 @@ int main(int argc, char** argv) {
         options o;
         o.command = cmd;
         std::string err;
-        if (!parse_options(argc, argv, 2, e.spec, o, err)) return fail(err, exit_usage);
+        if (!parse_options(argc, argv, 2, e.spec, o, err) || !parse_lun_args(o, err)) return fail(err, exit_usage);
         struct sigaction sa {};
         sa.sa_handler = on_signal;
         sigaction(SIGINT, &sa, nullptr);
