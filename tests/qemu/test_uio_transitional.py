@@ -11,11 +11,10 @@ usage: test_uio_transitional.py VSCSI_UIO WORKDIR
 """
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from uio_common import (Guest, GuestError, Report, bench_json, check_bad_inputs, check_verify,  # noqa: E402
-                        first_function, make_disk, parse_scan, pattern_md5, scsi_controller, scsi_disk)
+from uio_common import (Guest, GuestError, Report, bench_json, check_bad_inputs, check_kernel_cross,  # noqa: E402
+                        check_verify, first_function, make_disk, parse_scan, pattern_md5, scsi_controller, scsi_disk)
 
 binary, work = sys.argv[1], sys.argv[2]
 os.makedirs(work, exist_ok=True)
@@ -147,33 +146,19 @@ try:
     check_bad_inputs(r, g, '-t 0 -l 0', 80 * MiB // 512, read_only_arg='-t 0 -l 2')
 
     # ---- the kernel's own driver in the same guest ----
-    rc, out = g.run('vscsi-uio write -t 0 -l 0 --lba 8192 --count 4096 --pattern 4242')
-    r.check('cross-check: vscsi-uio wrote 2 MiB at LBA 8192', rc == 0, out)
-    rc, out = g.run('vscsi-uio unbind && modprobe virtio_pci && modprobe virtio_scsi && modprobe sd_mod && '
-                    f'for i in $(seq 100); do [ -e /sys/class/scsi_disk/*:0:0:0/device/block ] && break; sleep 0.1; done; '
-                    f'readlink /sys/bus/pci/devices/{bdf}/driver')
-    r.check('unbind hands the function back; virtio-pci takes it', rc == 0 and out.strip().endswith('/virtio-pci'), out)
-    rc, sd = g.run('ls /sys/class/scsi_disk/*:0:0:0/device/block/')
-    sd = sd.strip()
-    rc, out = g.run(f'dd if=/dev/{sd} bs=512 skip=8192 count=4096 2>/dev/null | md5sum')
-    r.check(f'cross-check: the kernel (/dev/{sd}) reads back what vscsi-uio wrote, byte for byte',
-            pattern_md5(4242, 8192 * 512, 2048 * 1024) in out, out)
-    rc, out = g.run(f'head -c 3145728 /dev/urandom > /tmp/k && dd if=/tmp/k of=/dev/{sd} bs=1M seek=16 conv=fsync '
-                    '2>/dev/null && md5sum /tmp/k')
-    r.check('cross-check: the kernel wrote 3 MiB at 16 MiB', rc == 0, out)
-    rc, out = g.run('vscsi-uio bind')
-    r.check('bind without --force refuses a function the kernel drives',
-            rc != 0 and 'is bound to virtio-pci; add --force' in out, out)
-    rc, sd1 = g.run('ls /sys/class/scsi_disk/*:0:0:1/device/block/')
-    sd1 = sd1.strip()
-    rc, out = g.run(f'modprobe crc32c_generic && modprobe ext4 && mke2fs -q -F -b 4096 /dev/{sd1} >/dev/null && mount /dev/{sd1} /mnt && '
-                    'vscsi-uio bind --force')
-    r.check('bind --force still refuses while a disk is mounted', rc != 0 and 'is mounted on /mnt' in out, out)
-    rc, out = g.run('umount /mnt && vscsi-uio bind --force')
-    r.check('bind --force takes the function from virtio-pci once nothing is mounted',
-            rc == 0 and 'taken from virtio-pci' in out, out)
-    rc, out = g.run('vscsi-uio read -t 0 -l 0 --lba 32768 --count 6144 -o /tmp/k2 && cmp /tmp/k /tmp/k2')
-    r.check('cross-check: vscsi-uio reads back what the kernel wrote, byte for byte', rc == 0, out)
+    def refusals(sd):
+        rc, out = g.run('vscsi-uio bind')
+        r.check('bind without --force refuses a function the kernel drives',
+                rc != 0 and 'is bound to virtio-pci; add --force' in out, out)
+        rc, sd1 = g.run('ls /sys/class/scsi_disk/*:0:0:1/device/block/')
+        sd1 = sd1.strip()
+        rc, out = g.run(f'modprobe crc32c_generic && modprobe ext4 && mke2fs -q -F -b 4096 /dev/{sd1} >/dev/null && '
+                        f'mount /dev/{sd1} /mnt && vscsi-uio bind --force')
+        r.check('bind --force still refuses while a disk is mounted', rc != 0 and 'is mounted on /mnt' in out, out)
+        rc, out = g.run('umount /mnt')
+        r.check('unmounted again', rc == 0, out)
+
+    check_kernel_cross(r, g, bdf, while_kernel_owns=refusals)
 except GuestError as e:
     r.check('the guest ran to the end', False, e)
 finally:
