@@ -51,7 +51,8 @@ std::string read_line(const std::string& path) {
 }
 
 bool write_file(const std::string& path, const std::string& text, std::string* err) {
-    const int fd = open(path.c_str(), O_WRONLY | O_CLOEXEC);
+    // O_TRUNC as a shell redirection does: sysfs ignores it, a regular file (tests) needs it.
+    const int fd = open(path.c_str(), O_WRONLY | O_TRUNC | O_CLOEXEC);
     if (fd < 0) {
         set_err(err, "cannot open", path);
         return false;

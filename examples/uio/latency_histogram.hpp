@@ -32,6 +32,7 @@ public:
     // The value below which `pct` percent of the samples fall (bucket midpoint).
     uint64_t percentile(double pct) const {
         if (!n_) return 0;
+        if (pct >= 100) return max_;
         const double want = pct / 100.0 * double(n_);
         uint64_t seen = 0;
         for (unsigned b = 0; b < buckets; ++b) {
