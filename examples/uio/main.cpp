@@ -565,6 +565,17 @@ int cmd_events(const options& o) {
     fmt::print("listening for events on {} ({}){}\n", c.function().bdf, c.ini().legacy() ? "legacy" : "modern",
                timeout > 0 ? fmt::format(" for {:g} s", timeout) : std::string(", Ctrl-C to stop"));
     fflush(stdout);
+    // Ask for asynchronous notifications of every class on LUN 0:0; the answer says which
+    // the device will send (checklist 16).
+    const uint32_t all_classes = 2 | 4 | 8 | 16 | 32 | 64;
+    if (c.ini().submit_an(ctrl_type::an_subscribe, 0, 0, all_classes, 0, c.now()) == status::ok &&
+        c.wait_until(c.handler(), [&] { return !c.ans().empty(); }, c.now() + 10000000000ull)) {
+        const an_completion a = c.ans().front();
+        c.ans().clear();
+        fmt::print("AN subscribe on 0:0 answered {}: the device will report events {:#x} of {:#x}\n",
+                   a.response == 0 ? "OK" : fmt::format("response {}", a.response), a.event_actual, all_classes);
+    }
+    fflush(stdout);
     const uint64_t end = timeout > 0 ? c.now() + uint64_t(timeout * 1e9) : ~0ull;
     uint64_t seen = 0;
     while (!g_stop && c.now() < end) {

@@ -129,6 +129,7 @@ try:
     r.check('events: capacity change (QMP block_resize) shows up as a parameter change',
             'parameter change: 0:7 asc 2ah ascq 09h (capacity data has changed, now 8192 blocks' in log, log)
     r.check('events: hot-unplug (QMP device_del) shows up', 'hot-unplug: 0:7 (transport reset, removed)' in log, log)
+    r.check('events: the AN subscription on the control queue is answered', 'AN subscribe on 0:0 answered OK' in log, log)
     g.run('pkill vscsi-uio; sleep 0.5')
 
     # ---- task management ----
