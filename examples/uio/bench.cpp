@@ -8,6 +8,7 @@
 
 #include "latency_histogram.hpp"
 #include "progress.hpp"
+#include "session.hpp"
 
 namespace vscsi_uio {
 
@@ -268,6 +269,39 @@ int run_bench(controller& c, const bench_params& p, const volatile bool& stop) {
         return 1;
     }
     return L.errors || ios == 0 ? 1 : 0;
+}
+
+int cmd_bench(const options& o) {
+    bench_params p;
+    uint64_t v = 0;
+    if (o.values.count("--rw") && !parse_rw(o.get("--rw"), p.mode))
+        return fail("--rw must be randread, randwrite, read, write or randrw, not '" + o.get("--rw") + "'", exit_usage);
+    if (o.values.count("--bs")) {
+        if (!parse_size(o.get("--bs"), 512, 1u << 20, v)) return fail("--bs must be 512..1m, not '" + o.get("--bs") + "'", exit_usage);
+        p.bs = uint32_t(v);
+    }
+    if (o.values.count("--iodepth")) {
+        if (!parse_u64(o.get("--iodepth"), 1, 1024, v)) return fail("--iodepth must be 1..1024", exit_usage);
+        p.iodepth = uint32_t(v);
+    }
+    if (o.values.count("--runtime") && !parse_seconds(o.get("--runtime"), 0.1, 86400, p.runtime_s))
+        return fail("--runtime must be seconds (0.1..86400), not '" + o.get("--runtime") + "'", exit_usage);
+    uint64_t queues = 1;
+    if (o.values.count("--queues") && !parse_u64(o.get("--queues"), 1, 16, queues))
+        return fail("--queues must be 1..16", exit_usage);
+    p.json = o.flags.count("--json") != 0;
+    device_session s;
+    std::string err;
+    const size_t data = std::max<size_t>(size_t(p.iodepth) * p.bs, size_t(2) << 20);
+    const uint16_t slots = uint16_t(std::max<uint32_t>(128, p.iodepth));
+    if (!open_device(o, s, err, data, uint16_t(queues), slots) || !pick_lun(o, s, err)) return fail(err);
+    if (queues > s.ctl.ini().request_queues())
+        fmt::print(stderr, "vscsi-uio: the device has {} request queue(s); using {}\n", s.ctl.ini().request_queues(),
+                   s.ctl.ini().request_queues());
+    if (!probe_lun(s.ctl, s.target, s.lun, p.lun, err)) return fail(err);
+    if (p.mode != rw_mode::randread && p.mode != rw_mode::read && p.lun.read_only)
+        return fail(fmt::format("{}:{} is read-only (write-protected); nothing written", s.target, s.lun));
+    return run_bench(s.ctl, p, g_stop);
 }
 
 }  // namespace vscsi_uio
