@@ -120,8 +120,12 @@ bool controller::open(const open_options& o, std::string& err) {
     irq_mode_ = o.irq;
     if (irq_mode_) {
         // A line asserted before we listened would stay masked: acknowledge and unmask once.
+        if (!irq_.attach(bus_)) {
+            err = fn_.bdf + ": cannot read the PCI command register";
+            return false;
+        }
         transport_->read_isr();
-        uio_irq::unmask(bus_);
+        irq_.unmask();
     }
     ini_->disable_interrupts();
     return true;
@@ -154,7 +158,7 @@ void controller::sleep_for_interrupt(uint64_t max_ns) {
     if (ms > 100) ms = 100;
     if (irq_.wait(int(ms)) > 0) {
         transport_->read_isr();  // acknowledge: the device drops its INTx line
-        uio_irq::unmask(bus_);
+        irq_.unmask();
     }
     ini_->disable_interrupts();
 }

@@ -39,12 +39,18 @@ int uio_irq::wait(int timeout_ms) {
     return 1;
 }
 
-bool uio_irq::unmask(sysfs_bus& bus) {
-    // While we run this, INTx is masked (the handler masked it, or nothing was pending), so
-    // the kernel's handler cannot change the register between our read and write.
-    const uint8_t high = bus.config_read8(pci_cfg::command + 1);
-    const uint8_t cleared = uint8_t(high & ~(pci_cfg::command_intx_disable >> 8));
-    return high == cleared || bus.config_write8(pci_cfg::command + 1, cleared);
+bool uio_irq::attach(sysfs_bus& bus) {
+    bus_ = &bus;
+    const uint16_t cmd = bus.config_read16(pci_cfg::command);
+    if (cmd == 0xffff) return false;
+    command_high_ = uint8_t((cmd >> 8) & ~(pci_cfg::command_intx_disable >> 8));
+    return true;
+}
+
+bool uio_irq::unmask() {
+    // While this runs INTx is masked (the handler masked it, or nothing was pending), so the
+    // kernel's handler cannot be changing the register at the same time.
+    return bus_ && bus_->config_write8(pci_cfg::command + 1, command_high_);
 }
 
 }  // namespace vscsi::uio

@@ -33,13 +33,20 @@ public:
     int wait(int timeout_ms);
     uint32_t count() const { return count_; }
 
-    // Unmask INTx (after the device was acknowledged): clear Interrupt Disable. Only the
-    // command register's high byte is written, so Bus Master and decode bits are left alone.
-    static bool unmask(sysfs_bus& bus);
+    // Read the command register's high byte once (Interrupt Disable lives there); unmask()
+    // writes it back with Interrupt Disable clear.
+    bool attach(sysfs_bus& bus);
+    // Unmask INTx after the device was acknowledged. One config-space write of the high byte
+    // of the command register: its other bits (SERR#, fast back-to-back) are never changed
+    // behind our back, so no read first, and Bus Master and the decode bits in the low byte
+    // are not touched at all.
+    bool unmask();
 
 private:
     int fd_ = -1;
     uint32_t count_ = 0;
+    sysfs_bus* bus_ = nullptr;
+    uint8_t command_high_ = 0;
 };
 
 }  // namespace vscsi::uio

@@ -96,6 +96,9 @@ int main(int argc, char** argv) {
         sa.sa_handler = on_signal;
         sigaction(SIGINT, &sa, nullptr);
         sigaction(SIGTERM, &sa, nullptr);
+        // A closed pipe (read -o - | head) is an error to report, not a reason to die with
+        // the device still running.
+        signal(SIGPIPE, SIG_IGN);
         return e.run(o);
     }
     return fail("unknown command '" + cmd + "' (try 'vscsi-uio help')", exit_usage);

@@ -79,7 +79,8 @@ try:
     rc, out = g.run('vscsi-uio capacity -t 1 -l 1')
     r.check('capacity: 8192 blocks x 4096 B', rc == 0 and '8192 blocks x 4096 B' in out, out)
     rc, out = g.run('vscsi-uio capacity')
-    r.check('-t/-l default to the first LUN (0:0)', rc == 0 and out.startswith('0:0 ') and '163840 blocks' in out, out)
+    r.check('-t/-l default to the first LUN (0:0)',
+            rc == 0 and out.lstrip().startswith('0:0 ') and '163840 blocks' in out, out)
 
     # ---- data: 64 MiB on both interfaces, both completions, both block sizes ----
     check_verify(r, g, 'modern, polled', '-t 0 -l 0 --size 64m --seed 11', '64.0 MiB')
