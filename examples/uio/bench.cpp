@@ -241,7 +241,10 @@ int run_bench(controller& c, const bench_params& p, const volatile bool& stop) {
     const bool has_write = p.mode != rw_mode::randread && p.mode != rw_mode::read;
 
     if (p.json) {
-        fmt::print("{{\n  \"fio version\": \"vscsi-uio\",\n  \"timestamp\": {},\n  \"jobs\": [\n    {{\n", time(nullptr));
+        fmt::print("{{\n  \"fio version\": \"vscsi-uio\",\n  \"timestamp\": {},\n", time(nullptr));
+        fmt::print("  \"global options\": {{\"rw\": \"{}\", \"bs\": \"{}\", \"iodepth\": \"{}\", \"numjobs\": \"1\", "
+                   "\"runtime\": \"{}\", \"time_based\": \"1\"}},\n  \"jobs\": [\n    {{\n",
+                   to_string(p.mode), p.bs, p.iodepth, p.runtime_s);
         fmt::print("      \"jobname\": \"vscsi-uio\", \"groupid\": 0, \"error\": {},\n", L.errors ? 1 : 0);
         fmt::print("      \"job options\": {{\"rw\": \"{}\", \"bs\": \"{}\", \"iodepth\": \"{}\", \"runtime\": \"{}\", "
                    "\"queues\": \"{}\", \"completion\": \"{}\", \"interface\": \"{}\", \"filename\": \"{}:{}:{}\"}},\n",
@@ -253,7 +256,7 @@ int run_bench(controller& c, const bench_params& p, const volatile bool& stop) {
         fmt::print(",\n      \"usr_cpu\": {:.3f}, \"sys_cpu\": {:.3f}, \"cpu_ns_per_io\": {:.0f}, \"errors\": {}\n",
                    secs > 0 ? usr / secs * 100 : 0, secs > 0 ? sys / secs * 100 : 0, ios ? (usr + sys) * 1e9 / double(ios) : 0,
                    L.errors);
-        fmt::print("    }}\n  ]\n}}\n");
+        fmt::print("    }}\n  ],\n  \"disk_util\": []\n}}\n");
     } else {
         fmt::print("bench {} {}:{}  {} bs={} iodepth={} queues={} {:.1f} s, {} completion, {} interface\n",
                    c.function().bdf, p.lun.target, p.lun.lun, to_string(p.mode), p.bs, p.iodepth, L.queues, secs,
