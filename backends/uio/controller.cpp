@@ -41,6 +41,7 @@ bool controller::open(const open_options& o, std::string& err) {
     }
     const host_paths& hp = o.paths;
     if (!select_function(hp, o.device, fn_, err)) return false;
+    if (!lock_.acquire(hp, fn_.bdf, err)) return false;
     if (fn_.driver != uio_driver) {
         if (!fn_.driver.empty()) {
             err = fn_.bdf + " is bound to " + fn_.driver + "; take it with 'vscsi-uio bind " + fn_.bdf + " --force'";
@@ -145,6 +146,7 @@ void controller::close() {
     mem_.release();
     data_ = nullptr;
     data_bytes_ = 0;
+    lock_.release();  // last: the device is quiet and its uio node closed
 }
 
 void controller::sleep_for_interrupt(uint64_t max_ns) {

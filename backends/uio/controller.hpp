@@ -1,8 +1,8 @@
 // One virtio-scsi PCI function driven from userspace: everything between "the user named a
 // PCI address" and "the initiator is running", and back.
 //
-// open(): root check, pick the function, bind it to uio_pci_generic (if no driver has it),
-// refuse an IOMMU that translates, open /dev/uioN, set Bus Master Enable, map the BARs,
+// open(): root check, pick the function, lock it against a second driver, bind it to
+// uio_pci_generic (if no driver has it), refuse an IOMMU that translates, open /dev/uioN, set Bus Master Enable, map the BARs,
 // choose the interface (modern when offered), take hugepage DMA memory, start the
 // initiator. close() resets the device before any of its memory goes away.
 //
@@ -20,6 +20,7 @@
 #include "bar_bus.hpp"
 #include "clock.hpp"
 #include "dma_memory.hpp"
+#include "function_lock.hpp"
 #include "pci_function.hpp"
 #include "pci_transport.hpp"
 #include "uio_irq.hpp"
@@ -121,6 +122,7 @@ public:
 private:
     open_options opt_;
     pci_function fn_;
+    function_lock lock_;
     sysfs_bus bus_;
     uio_irq irq_;
     dma_memory mem_;

@@ -24,6 +24,8 @@ public:
     uio_irq(const uio_irq&) = delete;
     uio_irq& operator=(const uio_irq&) = delete;
 
+    // Open the node. Every close of it clears Bus Master Enable (uio_pci_generic's release),
+    // so only the process driving the device may open it: take the function_lock first.
     bool open(const std::string& dev_node, std::string& err);
     void close();
     bool is_open() const { return fd_ >= 0; }

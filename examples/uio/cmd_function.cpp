@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "session.hpp"
+#include "function_lock.hpp"
 
 namespace vscsi_uio {
 
@@ -79,6 +80,8 @@ int cmd_unbind(const options& o) {
     std::string err, now;
     if (!uio::select_function(hp, named_function(o), f, err)) return fail(err);
     const std::string before = f.driver;
+    if (uio::function_lock::held_elsewhere(hp, f.bdf))
+        return fail(f.bdf + " is in use by a running vscsi-uio; stop it first");
     if (!uio::release_to_kernel(hp, f, now, err)) return fail(err);
     if (before != uio::uio_driver && !before.empty())
         fmt::print("{}: not bound to {} (bound to {}); nothing to do\n", f.bdf, uio::uio_driver, before);

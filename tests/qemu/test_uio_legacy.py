@@ -52,7 +52,7 @@ try:
         ok = False
     r.check('bench at depth 128 on the legacy interface', ok, out)
 
-    g.run_bg('vscsi-uio events --timeout 60 --irq > /tmp/ev.log 2>&1')
+    g.run_bg('vscsi-uio events --timeout 60 --irq > /tmp/ev.log 2>&1 & echo $! > /tmp/ev.pid')
     g.run('for i in $(seq 100); do grep -q listening /tmp/ev.log && break; sleep 0.1; done')
     g.qmp('blockdev-add', **{'node-name': 'spare', 'driver': 'raw', 'file': {'driver': 'file', 'filename': spare}})
     g.qmp('device_add', driver='scsi-hd', drive='spare', id='hd-spare', bus='scsi0.0', **{'scsi-id': 3, 'lun': 0})
@@ -61,7 +61,8 @@ try:
     rc, log = g.run('for i in $(seq 100); do grep -q hot-unplug /tmp/ev.log && break; sleep 0.1; done; cat /tmp/ev.log')
     r.check('events (interrupts, legacy): hot-plug of 3:0', 'hot-plug: 3:0 (transport reset, rescan)' in log, log)
     r.check('events (interrupts, legacy): hot-unplug of 3:0', 'hot-unplug: 3:0 (transport reset, removed)' in log, log)
-    g.run('pkill vscsi-uio; sleep 0.5')
+    rc, log = g.run('p=$(cat /tmp/ev.pid); kill $p; while kill -0 $p 2>/dev/null; do sleep 0.1; done; cat /tmp/ev.log')
+    r.check('events stops cleanly on SIGTERM and says how many it saw', 'events: 2 received' in log, log)
 
     rc, out = g.run('vscsi-uio reset -t 3 -l 5 --type target')
     r.check('target reset on the legacy device', rc == 0 and 'answered FUNCTION COMPLETE' in out, out)

@@ -115,8 +115,13 @@ try:
     r.check('bench text output has IOPS and latency percentiles', rc == 0 and 'IOPS' in out and 'p99' in out, out)
 
     # ---- events: hot-plug, hot-unplug, capacity change ----
-    g.run_bg('vscsi-uio events --timeout 60 > /tmp/ev.log 2>&1')
+    g.run_bg('vscsi-uio events --timeout 60 > /tmp/ev.log 2>&1 & echo $! > /tmp/ev.pid')
     g.run('for i in $(seq 100); do grep -q listening /tmp/ev.log && break; sleep 0.1; done')
+    rc, out = g.run('vscsi-uio scan 2>&1')
+    r.check('a second vscsi-uio on a device in use is refused in one line',
+            rc == 1 and 'is in use by another vscsi-uio' in out and out.strip().count('\n') == 0, out)
+    rc, out = g.run('vscsi-uio unbind 2>&1')
+    r.check('unbind of a device in use is refused', rc == 1 and 'in use by a running vscsi-uio' in out, out)
     g.qmp('blockdev-add', **{'node-name': 'spare', 'driver': 'raw',
                             'file': {'driver': 'file', 'filename': spare}})
     g.qmp('device_add', driver='scsi-hd', drive='spare', id='hd-spare', bus='scsi0.0', **{'scsi-id': 0, 'lun': 7})
@@ -131,7 +136,8 @@ try:
             'parameter change: 0:7 asc 2ah ascq 09h (capacity data has changed, now 8192 blocks' in log, log)
     r.check('events: hot-unplug (QMP device_del) shows up', 'hot-unplug: 0:7 (transport reset, removed)' in log, log)
     r.check('events: the AN subscription on the control queue is answered', 'AN subscribe on 0:0 answered OK' in log, log)
-    g.run('pkill vscsi-uio; sleep 0.5')
+    rc, log = g.run('p=$(cat /tmp/ev.pid); kill $p; while kill -0 $p 2>/dev/null; do sleep 0.1; done; cat /tmp/ev.log')
+    r.check('events stops cleanly on SIGTERM and says how many it saw', 'events: 3 received' in log, log)
 
     # ---- task management ----
     rc, out = g.run('vscsi-uio reset -t 1 -l 4 --type abort', timeout=120)

@@ -10,6 +10,7 @@
 #include <fstream>
 #include <string>
 
+#include "function_lock.hpp"
 #include "pci_function.hpp"
 #include "sysfs.hpp"
 
@@ -260,4 +261,22 @@ TEST_CASE("a function already bound to uio_pci_generic needs nothing; release cl
     CHECK(h.read("sys/bus/pci/devices/0000:00:02.0/driver_override") == "\n");
     CHECK(h.read("sys/bus/pci/drivers/uio_pci_generic/unbind") == "0000:00:02.0");
     CHECK(h.read("sys/bus/pci/drivers_probe") == "0000:00:02.0");
+}
+
+TEST_CASE("one driver per function: the lock refuses a second one until released", "[uio][sysfs]") {
+    fake_host h;
+    h.function("0000:00:02.0", "0x1af4", "0x1004", "uio_pci_generic");
+    h.function("0000:00:03.0", "0x1af4", "0x1004", "uio_pci_generic");
+    std::string err;
+    CHECK(!function_lock::held_elsewhere(h.hp, "0000:00:02.0"));
+    {
+        function_lock first;
+        REQUIRE(first.acquire(h.hp, "0000:00:02.0", err));
+        CHECK(function_lock::held_elsewhere(h.hp, "0000:00:02.0"));
+        CHECK(!function_lock::held_elsewhere(h.hp, "0000:00:03.0"));  // another function is free
+        function_lock second;
+        CHECK(!second.acquire(h.hp, "0000:00:02.0", err));
+        CHECK(err == "0000:00:02.0 is in use by another vscsi-uio");
+    }
+    CHECK(!function_lock::held_elsewhere(h.hp, "0000:00:02.0"));
 }
