@@ -84,12 +84,13 @@ namespace ring_detail {
 struct head_state {
     uint32_t token;
     uint32_t writable;   // device-writable bytes of the chain
+    uint32_t readable;   // device-readable bytes of the chain (saturated at 2^32 - 1)
     uint16_t ndesc;      // descriptors the chain takes in the table
     uint16_t table;      // indirect table index, or no_table
     uint8_t in_flight;
     uint8_t pad[3];
 };
-static_assert(sizeof(head_state) == 16, "head_state packing");
+static_assert(sizeof(head_state) == 20, "head_state packing");
 inline constexpr uint16_t no_table = 0xffff;
 
 struct layout {
@@ -237,6 +238,7 @@ public:
         ring_detail::head_state& h = heads_[head];
         h.token = token;
         h.writable = uint32_t(writable);
+        h.readable = total - writable > 0xffffffffu ? 0xffffffffu : uint32_t(total - writable);
         h.in_flight = 1;
         ++in_flight_;
         avail_ring()[avail_idx_ & (cfg_.size - 1)].set(order_, head);
@@ -272,8 +274,12 @@ public:
         ring_detail::head_state& h = heads_[id];
         if (!h.in_flight) return fail();  // not a head in flight: a middle descriptor or a duplicate
         if (len > h.writable) {
-            if (!cfg_.legacy) return fail();
-            len = h.writable;  // legacy devices historically reported other lengths (checklist 48)
+            // Legacy devices historically reported other lengths (checklist 48), and QEMU's
+            // virtio-scsi reports the whole chain for a write (data-out plus response) on modern
+            // devices too: a length within the chain is clamped to what the device may write.
+            // One beyond the whole chain is a lie.
+            if (!cfg_.legacy && uint64_t(len) > uint64_t(h.writable) + h.readable) return fail();
+            len = h.writable;
         }
         const uint32_t token = h.token;
         release(uint16_t(id));
