@@ -97,6 +97,25 @@ TEST_CASE("a device that refuses FEATURES_OK is failed, not used", "[initiator]"
     CHECK(r.dev->violations().empty());
 }
 
+TEST_CASE("a failed start leaves nothing in flight, whatever the region held before", "[initiator][regression]") {
+    // Found by fuzz_completion: bring-up failed before the request bookkeeping was set up,
+    // so stop() took stale bytes of the region for requests in flight.
+    for (uint8_t fill : {uint8_t(0x00), uint8_t(0x01), uint8_t(0xa5), uint8_t(0xff)}) {
+        rig<modern_t> r(opts(personality::modern));
+        r.region_fill = fill;
+        r.dev->fault().refuse_features_ok = true;
+        INFO("region filled with " << int(fill));
+        CHECK(r.start() == status::device_error);
+        CHECK(r.ini->in_flight() == 0);
+        r.dev->fault().refuse_features_ok = false;
+        CHECK(r.ini->stop(r.rec) == status::ok);
+        CHECK(r.rec.done.empty());
+        CHECK(r.rec.tmfs.empty());
+        CHECK(r.rec.ans.empty());
+        CHECK(r.ini->in_flight() == 0);
+    }
+}
+
 TEST_CASE("a legacy device whose fixed queue exceeds the planned memory is refused cleanly", "[initiator]") {
     lb_options o = opts(personality::legacy);
     o.queue_max = 1024;
