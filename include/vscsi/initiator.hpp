@@ -411,13 +411,16 @@ public:
     }
 
     // Interrupt-driven users: disable before polling, enable when idle. enable returns true
-    // when completions are already pending (poll again instead of sleeping).
+    // when completions are already pending (poll again instead of sleeping). Both do nothing
+    // unless running: the rings may never have been set up, or their region handed back.
     void disable_interrupts() {
+        if (state_ != initiator_state::running) return;
         for (uint16_t q = 0; q < nreq_; ++q) req_[q].disable_interrupts();
         ctrlq_.disable_interrupts();
         eventq_.disable_interrupts();
     }
     bool enable_interrupts() {
+        if (state_ != initiator_state::running) return false;
         bool pending = false;
         for (uint16_t q = 0; q < nreq_; ++q) pending |= req_[q].enable_interrupts();
         pending |= ctrlq_.enable_interrupts();

@@ -116,6 +116,27 @@ TEST_CASE("a failed start leaves nothing in flight, whatever the region held bef
     }
 }
 
+TEST_CASE("interrupt calls touch no ring unless the initiator runs", "[initiator][regression]") {
+    // Found by fuzz_events: after a failed start() the rings were never set up, and
+    // disable_interrupts() wrote through their null base.
+    lb_options o = opts(personality::legacy);
+    o.queue_max = 1024;  // larger than the planned 256: start() refuses before any ring exists
+    rig<legacy_t> r(o);
+    REQUIRE(r.start() == status::not_supported);
+    r.ini->disable_interrupts();
+    CHECK(!r.ini->enable_interrupts());
+    // After stop() the region is the caller's again: nothing may write to it.
+    rig<modern_t> m(opts(personality::modern));
+    REQUIRE(m.start() == status::ok);
+    REQUIRE(m.ini->stop(m.rec) == status::ok);
+    memset(m.region->virt, 0x3c, m.region->bytes);
+    m.ini->disable_interrupts();
+    CHECK(!m.ini->enable_interrupts());
+    size_t changed = 0;
+    for (size_t i = 0; i < m.region->bytes; ++i) changed += m.region->virt[i] != 0x3c;
+    CHECK(changed == 0);
+}
+
 TEST_CASE("a legacy device whose fixed queue exceeds the planned memory is refused cleanly", "[initiator]") {
     lb_options o = opts(personality::legacy);
     o.queue_max = 1024;
