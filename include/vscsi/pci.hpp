@@ -311,9 +311,11 @@ public:
         // checklist 40: a power of two no larger than the device's maximum.
         if (size == 0 || size > max || (size & (size - 1))) return status::invalid_argument;
         if ((desc & 15) || (avail & 1) || (used & 3)) return status::invalid_argument;  // checklist 39
-        // The notify address must fall inside the notify structure (checklist 55).
+        // The notify address must fall inside the notify structure (checklist 55) and take an
+        // aligned 16-bit write (checklist 53): a multiplier that is not even, as the spec
+        // requires, must not make us write across a register boundary.
         const uint64_t off = uint64_t(c_read16(common_reg::queue_notify_off)) * notify_mult_;
-        if (off + 2 > notify_.length) return status::device_error;
+        if (off + 2 > notify_.length || ((notify_.offset + off) & 1)) return status::device_error;
         // checklist 54: every queue field before queue_enable, which is written 1 only.
         c_write16(common_reg::queue_size, uint16_t(size));
         c_write32(common_reg::queue_desc_lo, uint32_t(desc));

@@ -17,11 +17,13 @@ namespace {
 struct bench {
     loopback::dma_map map;
     device dev;
-    explicit bench(personality k, bool msix = false) : dev(make(k, msix), map) {}
-    static loopback::options make(personality k, bool msix) {
+    explicit bench(personality k, bool msix = false, uint32_t notify_multiplier = 4)
+        : dev(make(k, msix, notify_multiplier), map) {}
+    static loopback::options make(personality k, bool msix, uint32_t notify_multiplier) {
         loopback::options o;
         o.kind = k;
         o.msix_enabled = msix;
+        o.notify_multiplier = notify_multiplier;
         return o;
     }
 };
@@ -176,6 +178,27 @@ TEST_CASE("queue programming: modern addresses and notify, legacy PFN", "[pci]")
     l.dev.write16(0, legacy_reg::queue_sel, 2);
     CHECK(l.dev.read32(0, legacy_reg::queue_pfn) == (base >> 12));
     CHECK(l.dev.violations().empty());
+}
+
+TEST_CASE("an odd notify multiplier never yields a misaligned notify", "[pci][hostile][regression]") {
+    // Found by fuzz_config: with notify_off_multiplier 3 (the spec wants an even power of
+    // two, or 0) queue 1's notify address was odd, and the 16-bit notify write misaligned.
+    for (uint32_t mult : {1u, 3u, 5u}) {
+        bench b(personality::modern, false, mult);
+        modern_pci<device> t(b.dev);
+        REQUIRE(t.probe() == status::ok);
+        t.reset();
+        INFO("multiplier " << mult);
+        CHECK(t.setup_queue(0, 64, 0x10000, 0x11000, 0x12000) == status::ok);  // offset 0
+        CHECK(t.setup_queue(1, 64, 0x20000, 0x21000, 0x22000) == status::device_error);
+        t.notify(0);
+        t.notify(1);  // never set up: nothing is written
+        CHECK(b.dev.violations().size() == 1);  // the notify of queue 0 before DRIVER_OK, nothing else
+    }
+    bench g(personality::modern, false, 2);
+    modern_pci<device> t(g.dev);
+    REQUIRE(t.probe() == status::ok);
+    CHECK(t.setup_queue(1, 64, 0x20000, 0x21000, 0x22000) == status::ok);
 }
 
 TEST_CASE("hostile capability lists never read out of bounds", "[pci][hostile]") {
