@@ -232,9 +232,14 @@ public:
         scratch_in_ = scratch_out_ + c.max_segments + 1;
         stats_ = initiator_stats{};
         seq_ = 1;
-        // Before anything can fail: stop() and reset_device() walk this bookkeeping, and the
-        // region may hold anything until now.
+        // Before anything can fail: stop() and reset_device() walk this bookkeeping and the
+        // rings. The region may hold anything until now, and rings of an earlier start()
+        // may still point into a region the caller has since taken back.
         clear_bookkeeping();
+        ctrlq_ = split_ring<Platform>{};
+        eventq_ = split_ring<Platform>{};
+        for (uint16_t q = 0; q < MaxQueues; ++q) req_[q] = split_ring<Platform>{};
+        nreq_ = 0;
         status s = bring_up();
         state_ = s == status::ok ? initiator_state::running : initiator_state::failed;
         return s;

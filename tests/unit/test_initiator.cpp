@@ -116,6 +116,27 @@ TEST_CASE("a failed start leaves nothing in flight, whatever the region held bef
     }
 }
 
+TEST_CASE("a failed restart in a new region never touches the old one", "[initiator][regression]") {
+    // Found by fuzz_config: after stop(), start() in a new region failed before the rings
+    // were set up again, and stop() then reset the rings where they were: in the region
+    // the caller had taken back.
+    rig<modern_t> r(opts(personality::modern));
+    REQUIRE(r.start() == status::ok);
+    REQUIRE(r.ini->stop(r.rec) == status::ok);
+    fixture::shared_memory fresh(r.region->bytes, 0x200000000ull);
+    r.map.add(fresh.bus, fresh.virt, fresh.bytes);
+    memset(r.region->virt, 0x3c, r.region->bytes);  // the old region, the caller's again
+    r.dev->fault().refuse_features_ok = true;
+    CHECK(r.ini->start(r.cfg, dma_region{fresh.virt, fresh.bus, fresh.bytes}) == status::device_error);
+    r.dev->fault().refuse_features_ok = false;
+    CHECK(r.ini->reset_device(r.rec) == status::ok);
+    CHECK(r.ini->stop(r.rec) == status::ok);
+    size_t changed = 0;
+    for (size_t i = 0; i < r.region->bytes; ++i) changed += r.region->virt[i] != 0x3c;
+    CHECK(changed == 0);
+    CHECK(r.rec.done.empty());
+}
+
 TEST_CASE("interrupt calls touch no ring unless the initiator runs", "[initiator][regression]") {
     // Found by fuzz_events: after a failed start() the rings were never set up, and
     // disable_interrupts() wrote through their null base.
