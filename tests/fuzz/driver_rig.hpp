@@ -18,6 +18,8 @@
 //     memory of no chain in flight, and respects seg_max and cmd_per_lun.
 #pragma once
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <iterator>
@@ -200,6 +202,9 @@ public:
             }
         });
         if (!res.ok()) {
+            if (getenv("VSCSI_FUZZ_TRACE"))
+                fprintf(stderr, "submit (%zu out, %zu in, cdb %zu): %s\n", r.out.size(), r.in.size(), r.cdb.size(),
+                        vscsi::to_string(res.st));
             free_buffers(r);
             const vscsi::status s = res.st;
             FUZZ_CHECK(s == vscsi::status::busy || s == vscsi::status::invalid_argument ||
@@ -315,6 +320,7 @@ public:
     // nothing may be outstanding.
     void finish() {
         if (!ini_) return;
+        if (getenv("VSCSI_FUZZ_TRACE")) trace();
         if (stop() != vscsi::status::ok) {
             dev_.model().reset_delay = 0;
             FUZZ_CHECK(stop() == vscsi::status::ok, "stop failed on a device that resets at once");
@@ -446,6 +452,21 @@ public:
         auto it = reqs_.begin();
         std::advance(it, pick % reqs_.size());
         return it->second.tag;
+    }
+
+    // What happened, for a person replaying one input (VSCSI_FUZZ_TRACE=1).
+    void trace() const {
+        const vscsi::initiator_stats& st = ini_->stats();
+        fprintf(stderr,
+                "state %d: submitted %llu completed %llu kicks %llu events %llu dropped %llu rekicks %llu aborts %llu "
+                "lun resets %llu nexus resets %llu device resets %llu protocol errors %llu; device: resets %llu "
+                "notifies %llu; outstanding %zu\n",
+                int(ini_->state()), (unsigned long long)st.submitted, (unsigned long long)st.completed,
+                (unsigned long long)st.kicks, (unsigned long long)st.events, (unsigned long long)st.events_dropped,
+                (unsigned long long)st.rekicks, (unsigned long long)st.aborts_sent, (unsigned long long)st.lun_resets_sent,
+                (unsigned long long)st.nexus_resets_sent, (unsigned long long)st.device_resets,
+                (unsigned long long)st.protocol_errors, (unsigned long long)dev_.resets(),
+                (unsigned long long)dev_.notifies(), reqs_.size());
     }
 
 private:
@@ -769,8 +790,8 @@ private:
                     }
                     e.ctrl[cookie] = x;
                 } else {
-                    uint8_t b[16] = {};
-                    if (!it.rearmed) memcpy(b, mem_.translate(it.c.bufs[0].bus, 16), 16);
+                    uint8_t b[16];
+                    memcpy(b, mem_.translate(it.c.bufs[0].bus, 16), 16);
                     if (!legacy && it.len < 16) {
                         ++e.drops;
                         continue;

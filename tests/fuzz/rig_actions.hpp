@@ -116,7 +116,7 @@ inline rig_setup read_rig_setup(input& in) {
     if (!m.legacy) m.features |= bit(vscsi::feature::version_1);
     m.num_queues = 1 + queues % 3;
     m.virtqueues = uint16_t(2 + m.num_queues);
-    const uint16_t qmax = uint16_t(2u << (sizes % 7));
+    const uint16_t qmax = uint16_t(2u << ((sizes & 15) % 7));
     for (uint16_t i = 0; i < max_virtqueues; ++i) m.queue_max[i] = i < m.virtqueues ? qmax : 0;
     m.seg_max = (queues >> 4) % 4;
     m.cmd_per_lun = limits % 8;
@@ -287,14 +287,99 @@ inline void play(const rig_setup& p, input& in, const act* table, size_t n_table
         play<vscsi::modern_pci<hostile_device>>(p, in, table, n_table);
 }
 
-// Writing seeds in the same language.
-struct script : seed {
-    script& op(const act* table, size_t n, act a) {
-        for (size_t i = 0; i < n; ++i)
-            if (table[i] == a) return static_cast<script&>(u8(uint8_t(i)));
+// Writing seeds in the same language: each method encodes one action exactly as
+// run_actions() decodes it, through the target's opcode table.
+class script : public seed {
+public:
+    script(const act* table, size_t n) : table_(table), n_(n) {}
+
+    script& setup(uint8_t features, uint8_t sizes, uint8_t slots, uint8_t counts, uint8_t queues, uint8_t limits,
+                  uint8_t times, uint8_t fill = 0xa5) {
+        u8(features).u8(sizes).u8(slots).u8(counts).u8(queues).u8(limits).u8(times).u8(fill);
+        return *this;
+    }
+    script& submit(const request_shape& r) {
+        op(act::submit);
+        const bool pi = r.pi_out || r.pi_in;
+        u8(uint8_t(r.n_out | r.n_in << 2 | (pi ? 0x10 : 0))).u8(r.target);
+        u8(r.lun == vscsi::wlun_report_luns ? 0xff : uint8_t(r.lun)).u8(uint8_t(r.cdb_len - 1)).u8(r.cdb_seed).u8(r.attr);
+        for (int i = 0; i < r.n_out + r.n_in; ++i) u16(uint16_t(r.seg_len[i] - 1));
+        if (pi) u8(uint8_t(r.pi_out)).u8(uint8_t(r.pi_in));
+        return static_cast<script&>(u8(r.timeout_ns ? uint8_t(127 + r.timeout_ns / 1000) : 0).u8(uint8_t(r.queue)));
+    }
+    script& submit_batch(uint8_t n, uint8_t q = 0) { return static_cast<script&>(op(act::submit_batch).u8(uint8_t(n - 1)).u8(q)); }
+    script& kick() { return op(act::kick); }
+    script& poll(int times = 1) {
+        for (int i = 0; i < times; ++i) op(act::poll);
+        return *this;
+    }
+    // status: an even SAM status up to 10 (GOOD, CHECK CONDITION, CONDITION MET, BUSY, ...);
+    // sense_len and residual small (< 200, residual in units of 16) unless raw.
+    // response: 0..13, or >= 224 for itself
+    script& return_request(uint8_t queue, uint8_t pick, uint8_t response, uint8_t status, uint8_t sense_len,
+                           uint8_t residual16, len_mode m = len_mode::exact, uint32_t raw = 0, uint16_t data = 0) {
+        op(act::return_request).u8(queue).u8(pick).u8(response).u8(uint8_t(status / 2)).u16(0x1234);
+        u8(sense_len).u8(residual16).u8(0x40).u16(data).u8(uint8_t(m));
+        if (m == len_mode::raw) u32(raw);
+        return *this;
+    }
+    script& return_request_raw(uint8_t pick, uint32_t sense_len, uint32_t residual) {
+        op(act::return_request).u8(0).u8(pick).u8(0).u8(1).u16(0).u8(0xff).u32(sense_len).u8(0xff).u32(residual);
+        return static_cast<script&>(u8(0x11).u16(0).u8(uint8_t(len_mode::exact)));
+    }
+    script& return_control(uint8_t pick, uint8_t response, uint32_t actual = 0, len_mode m = len_mode::exact) {
+        return static_cast<script&>(op(act::return_control).u8(pick).u8(response).u32(actual).u8(uint8_t(m)));
+    }
+    // len: 16, or 0..16 for a short one
+    script& return_event(uint8_t pick, const uint8_t (&ev)[16], uint32_t len = 16) {
+        op(act::return_event).u8(pick);
+        for (uint8_t b : ev) u8(b);
+        return static_cast<script&>(u8(len == 16 ? 0 : uint8_t(128 + len)));
+    }
+    script& answer_all() { return op(act::answer_all); }
+    script& raw_entry(uint8_t queue, uint8_t ahead, uint8_t id, uint8_t len2) {
+        return static_cast<script&>(op(act::raw_entry).u8(queue).u8(ahead).u8(uint8_t(id % 16)).u8(len2));
+    }
+    script& bump_used(uint8_t queue, uint8_t k) { return static_cast<script&>(op(act::bump_used).u8(queue).u8(uint8_t(k - 1))); }
+    script& set_used(uint8_t queue, uint16_t v) { return static_cast<script&>(op(act::set_used).u8(queue).u16(v)); }
+    script& suppress(uint8_t queue, bool flags, uint16_t v) {
+        return static_cast<script&>(op(act::suppress).u8(queue).u8(flags).u16(v));
+    }
+    script& scribble(uint8_t queue, uint8_t pick, uint16_t off, uint8_t v, uint8_t n) {
+        return static_cast<script&>(op(act::scribble).u8(queue).u8(pick).u16(off).u8(v).u8(uint8_t(n - 1)));
+    }
+    // t < 200: t x 100 ns; t >= 200: (t - 199) ms
+    script& advance(uint8_t t) { return static_cast<script&>(op(act::advance).u8(t)); }
+    script& tmf(vscsi::tmf f, uint8_t target, uint8_t lun, uint8_t pick_outstanding) {
+        return static_cast<script&>(op(act::tmf).u8(uint8_t(f)).u8(target).u8(lun).u8(pick_outstanding));
+    }
+    script& an(bool subscribe, uint8_t target, uint8_t lun, uint8_t events) {
+        return static_cast<script&>(op(act::an).u8(subscribe).u8(target).u8(lun).u8(events));
+    }
+    script& reset_device() { return op(act::reset_device); }
+    script& needs_reset() { return op(act::needs_reset); }
+    script& reset_delay(uint8_t polls) { return static_cast<script&>(op(act::reset_delay).u8(polls)); }
+    script& interrupts(bool on) { return static_cast<script&>(op(act::interrupts).u8(on)); }
+    script& restart() { return op(act::restart); }
+    // field: 0 num_queues, 1 seg_max, 2 cmd_per_lun, 3 event_info_size, 4 own sense size,
+    // 5 own cdb size, 6 honour writes again, 7 generation churn
+    script& config_change(uint8_t field, uint8_t v) { return static_cast<script&>(op(act::config_change).u8(field).u8(0).u8(v)); }
+    // Whether this target's table has the action (seeds skip what a target does not do).
+    bool has(act a) const {
+        for (size_t i = 0; i < n_; ++i)
+            if (table_[i] == a) return true;
+        return false;
+    }
+
+private:
+    script& op(act a) {
+        for (size_t i = 0; i < n_; ++i)
+            if (table_[i] == a) return static_cast<script&>(u8(uint8_t(i)));
         FUZZ_CHECK(false, "action %u not in this target's table", unsigned(a));
         return *this;
     }
+    const act* table_;
+    size_t n_;
 };
 
 }  // namespace fuzz

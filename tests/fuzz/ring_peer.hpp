@@ -8,9 +8,11 @@
 //
 // It writes the used ring honestly (a chain it holds, with its length) or not (any id, any
 // length, any index), and predicts from the used ring's contents what the driver's reaper
-// must accept before it latches the ring broken. The harness then holds the driver to that
-// prediction: the same request never completes twice, and nothing completes while the device
-// still owns its buffers.
+// must accept before it latches the ring broken: an id in range, naming the head of a chain
+// in flight that was published, a length within the chain's writable bytes (clamped on
+// legacy), and no more entries than chains in flight. The harness then holds the driver to
+// that prediction: the same request never completes twice, and nothing completes while the
+// device still owns its buffers.
 //
 // Ring fields are read and written little-endian: modern devices are little-endian, and
 // legacy ones use the guest's order, which on the machines this runs on is the same.
@@ -144,7 +146,6 @@ public:
                 pending_.pop_front();
                 FUZZ_CHECK(p.head == head, "avail slot %u holds head %u, the driver added %u there", slot, head,
                            p.head);
-                if (p.reaped) continue;  // the device returned it before it was published
                 if (p.walked) {
                     auto it = held_.find(head);
                     FUZZ_CHECK(it != held_.end(), "published head %u is not in flight", head);
@@ -166,7 +167,7 @@ public:
                 chain c = walk(head, others);
                 c.published = false;
                 held_[head] = c;
-                pending_.push_back(pending{head, false, true});
+                pending_.push_back(pending{head, true});
                 fresh.push_back(head);
                 ++peeked_;
             }
@@ -220,10 +221,8 @@ public:
     // ---- the driver's reaper, predicted ----
     struct reaped {
         uint16_t head;
-        uint32_t len;     // after the legacy clamp
+        uint32_t len;  // after the legacy clamp
         chain c;
-        bool rearmed;     // a reposted buffer reaped again before the device saw it: the driver
-                          // cleared it when it reposted, so it reads as zeros
     };
     struct prediction {
         std::vector<reaped> items;
@@ -239,8 +238,9 @@ public:
             return p;
         }
         const uint16_t idx = used_idx();
+        // Chains added and not yet published count as in flight, but the device cannot
+        // return them (it has not seen them).
         size_t in_flight = held_.size();
-        std::map<uint16_t, uint32_t> reposted;  // head -> writable, in flight again unpublished
         while (p.items.size() < max && idx != last_used_) {
             // More completions than chains in flight: the index is a lie.
             if (uint16_t(idx - last_used_) > in_flight) {
@@ -256,12 +256,11 @@ public:
             }
             const uint16_t head = uint16_t(id);
             auto it = held_.find(head);
-            const auto again = reposted.find(head);
-            if (it == held_.end() && again == reposted.end()) {
-                p.broken = true;  // not a head in flight
+            if (it == held_.end() || !it->second.published) {
+                p.broken = true;  // not a head in flight, or one the device has not been shown
                 break;
             }
-            const uint32_t writable = it != held_.end() ? it->second.writable : again->second;
+            const uint32_t writable = it->second.writable;
             if (len > writable) {
                 if (!s_.legacy) {
                     p.broken = true;
@@ -269,35 +268,15 @@ public:
                 }
                 len = writable;
             }
-            reaped r{head, len, chain{}, false};
-            if (it != held_.end()) {
-                r.c = it->second;
-                if (!it->second.published) {
-                    for (pending& q : pending_)
-                        if (q.head == head && !q.reaped) {
-                            q.reaped = true;
-                            break;
-                        }
-                }
-                held_.erase(it);
-            } else {
-                // A repost of this poll, returned before it was published: its avail slot
-                // will name a chain the driver no longer counts in flight.
-                r.rearmed = true;
-                for (auto q = pending_.rbegin(); q != pending_.rend(); ++q)
-                    if (q->head == head && !q->reaped) {
-                        q->reaped = true;
-                        break;
-                    }
-            }
+            p.items.push_back(reaped{head, len, it->second});
+            held_.erase(it);
             if (repost_) {
-                // The driver puts it straight back under the same head, to be published.
-                reposted[head] = writable;
-                pending_.push_back(pending{head, false, false});
+                // The driver puts it straight back under the same head, published after the
+                // reaping: in flight, and not the device's to return yet.
+                pending_.push_back(pending{head, false});
             } else {
                 --in_flight;
             }
-            p.items.push_back(r);
             ++last_used_;
         }
         if (p.broken) broken_ = true;
@@ -310,10 +289,9 @@ private:
     };
     // An avail slot the driver filled that this side has not seen published yet: a chain
     // it looked at early (walked: request queues), or a buffer the driver is about to
-    // repost (event queue); reaped if the device returned it before its publication.
+    // repost (event queue).
     struct pending {
         uint16_t head;
-        bool reaped;
         bool walked;
     };
     static bool overlap(const range& a, const range& b) {
