@@ -376,6 +376,10 @@ private:
         const uint32_t length = bus_->config_read32(at + modern_cap::length);
         const uint64_t bar_len = bus_->bar_length(bar);
         if (length == 0 || uint64_t(offset) + length > bar_len) return;  // must lie inside its BAR
+        // The spec has the common and device structures 4-byte aligned and the notify one
+        // 2-byte aligned; one that is not would make its registers misaligned (checklist 53).
+        const uint32_t align = type == modern_cap::notify_cfg ? 2 : type == modern_cap::isr_cfg ? 1 : 4;
+        if (offset & (align - 1)) return;
         if (type == modern_cap::notify_cfg) notify_mult_ = bus_->config_read32(at + modern_cap::notify_off_multiplier);
         *r = region{true, bar, offset, length};
     }

@@ -201,6 +201,50 @@ TEST_CASE("an odd notify multiplier never yields a misaligned notify", "[pci][ho
     CHECK(t.setup_queue(1, 64, 0x20000, 0x21000, 0x22000) == status::ok);
 }
 
+TEST_CASE("capabilities at misaligned offsets are ignored", "[pci][hostile][regression]") {
+    // Found by fuzz_pci_caps: a device-config structure at offset 0x20ff was taken, and
+    // every 32-bit config read through it was misaligned (checklist 53). The spec has the
+    // common and device structures 4-byte aligned, the notify structure 2-byte aligned;
+    // the ISR byte may sit anywhere.
+    const struct {
+        uint32_t field;  // low byte of the offset field of one capability
+        uint8_t value;
+        bool usable;
+    } cases[] = {
+        {0x58, 0x02, false},  // common at 0x0002
+        {0x78, 0x01, false},  // device config at 0x2001
+        {0x78, 0x02, false},  // device config at 0x2002
+        {0x88, 0x01, false},  // notify at 0x3001
+        {0x88, 0x02, true},   // notify at 0x3002 (0x800 long): 2-byte aligned is enough
+        {0x68, 0x03, true},   // ISR at 0x1003
+    };
+    for (const auto& c : cases) {
+        bench b(personality::modern);
+        b.dev.pci_config()[c.field] = c.value;
+        b.dev.pci_config()[0x8d] = 0x08;  // the notify structure 0x800 long, so it fits when moved
+        modern_pci<device> t(b.dev);
+        INFO("offset field at " << c.field << " = " << int(c.value));
+        CHECK((t.probe() == status::ok) == c.usable);
+    }
+    // A later, aligned structure of the same type is used instead (checklist 52).
+    bench b(personality::modern);
+    uint8_t* c = b.dev.pci_config();
+    c[0x78] = 0x01;
+    c[0x80 + 1] = 0xa0;
+    c[0xa0] = 0x09;
+    c[0xa1] = 0;
+    c[0xa2] = 16;
+    c[0xa3] = 4;  // device config
+    c[0xa4] = 4;
+    c[0xa9] = 0x20;  // offset 0x2000
+    c[0xad] = 0x10;  // length 0x1000
+    modern_pci<device> t(b.dev);
+    REQUIRE(t.probe() == status::ok);
+    CHECK(t.device_region().offset == device::device_off);
+    CHECK(t.config_read32(config_offset::num_queues) == 1);
+    CHECK(b.dev.violations().empty());
+}
+
 TEST_CASE("hostile capability lists never read out of bounds", "[pci][hostile]") {
     SECTION("a loop in the next pointers terminates") {
         bench b(personality::modern);
