@@ -262,9 +262,6 @@ public:
             return true;
         });
         if (!common_.present || !notify_.present || !isr_.present || !device_.present) return status::no_device;
-        if (common_.length < common_reg::size || isr_.length < 1 || notify_.length < 2 ||
-            device_.length < config_offset::size)
-            return status::no_device;
         for (uint16_t i = 0; i < max_notify_queues; ++i) notify_at_[i] = no_notify;
         return status::ok;
     }
@@ -380,6 +377,13 @@ private:
         // 2-byte aligned; one that is not would make its registers misaligned (checklist 53).
         const uint32_t align = type == modern_cap::notify_cfg ? 2 : type == modern_cap::isr_cfg ? 1 : 4;
         if (offset & (align - 1)) return;
+        // One too short for the fields we use is one we cannot support: a later one may be
+        // (checklist 52: the first instance the driver can support; any larger length is fine).
+        const uint32_t need = type == modern_cap::common_cfg   ? common_reg::size
+                              : type == modern_cap::notify_cfg ? 2
+                              : type == modern_cap::isr_cfg    ? 1
+                                                               : config_offset::size;
+        if (length < need) return;
         if (type == modern_cap::notify_cfg) notify_mult_ = bus_->config_read32(at + modern_cap::notify_off_multiplier);
         *r = region{true, bar, offset, length};
     }

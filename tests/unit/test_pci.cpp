@@ -245,6 +245,29 @@ TEST_CASE("capabilities at misaligned offsets are ignored", "[pci][hostile][regr
     CHECK(b.dev.violations().empty());
 }
 
+TEST_CASE("a structure too short to use gives way to a later one", "[pci][hostile][regression]") {
+    // Found by fuzz_pci_caps: a 16-byte common structure listed first was taken, and probe()
+    // then refused the device although a full one followed. The driver should use the first
+    // instance it can support (checklist 52).
+    bench b(personality::modern);
+    uint8_t* c = b.dev.pci_config();
+    c[0x5c] = 0x10;  // common: 16 bytes, less than the 56 the driver uses
+    c[0x5d] = 0x00;
+    modern_pci<device> t(b.dev);
+    CHECK(t.probe() == status::no_device);  // and nothing else to use
+    c[0x80 + 1] = 0xa0;
+    c[0xa0] = 0x09;
+    c[0xa1] = 0;
+    c[0xa2] = 16;
+    c[0xa3] = 1;  // common
+    c[0xa4] = 4;
+    c[0xad] = 0x10;  // offset 0, length 0x1000
+    REQUIRE(t.probe() == status::ok);
+    CHECK(t.common_region().length == 0x1000);
+    CHECK(t.num_queues() == 3);
+    CHECK(b.dev.violations().empty());
+}
+
 TEST_CASE("hostile capability lists never read out of bounds", "[pci][hostile]") {
     SECTION("a loop in the next pointers terminates") {
         bench b(personality::modern);
