@@ -145,6 +145,14 @@ std::vector<named_seed> seeds() {
         i.suppress(2, false, 5).submit_batch(6).kick().suppress(2, true, 1).submit(tur).kick().answer_all().poll();
         add("interrupts-suppression", i);
     }
+    {
+        // Regressions, each found by a fuzz target (see the unit test of the same name).
+        // A failed start() (legacy queue larger than planned), then stop(): stale region bytes.
+        script s(table, n_table);
+        s.setup(0x67, 0x16, 0x07, 0x2f, 0x00, 0x07, 0x33, 0x01);
+        s.reset_device();
+        add("regress-failed-start-stale-region", s);
+    }
     return out;
 }
 

@@ -161,7 +161,114 @@ void drive_legacy(raw_function& f) {
     (void)t.set_config_vector(0);
 }
 
+// Configuration space as QEMU's virtio-scsi-pci lays it out (and the loopback device does),
+// with the corruptions of test_pci.cpp's hostile capability lists, as seeds.
+struct layout {
+    uint8_t cfg[256] = {};
+    uint8_t bars[6] = {0, 0, 0, 0, 0, 0};  // codes: 0 absent, n: 8 << n bytes
+    uint8_t regs[64] = {};
+
+    explicit layout(bool modern, bool msix = false) {
+        st16(cfg + 0, 0x1af4);
+        st16(cfg + 2, modern ? 0x1048 : 0x1004);
+        st16(cfg + 6, 0x10);
+        st16(cfg + 0x2e, 8);
+        cfg[0x34] = 0x40;
+        cfg[0x40] = 0x11;  // MSI-X
+        cfg[0x41] = modern ? 0x50 : 0;
+        st16(cfg + 0x42, uint16_t((msix ? 0x8000 : 0) | 3));
+        bars[0] = 3;  // 64 bytes of legacy registers
+        if (modern) {
+            bars[4] = 11;  // 16 KiB
+            cap(0x50, 0x60, 1, 0x0000, 0x1000);
+            cap(0x60, 0x70, 3, 0x1000, 0x1000);
+            cap(0x70, 0x80, 4, 0x2000, 0x1000);
+            cap(0x80, 0x00, 2, 0x3000, 0x1000);
+            st32(cfg + 0x80 + 16, 4);
+        }
+        for (size_t i = 0; i < sizeof(regs); ++i) regs[i] = uint8_t(i * 37 + 1);
+        regs[12] = 0;  // legacy queue size 256
+        regs[13] = 1;
+    }
+    void cap(uint32_t at, uint8_t next, uint8_t type, uint32_t off, uint32_t len) {
+        cfg[at] = 0x09;
+        cfg[at + 1] = next;
+        cfg[at + 2] = type == 2 ? 20 : 16;
+        cfg[at + 3] = type;
+        cfg[at + 4] = 4;
+        st32(cfg + at + 8, off);
+        st32(cfg + at + 12, len);
+    }
+    std::vector<uint8_t> bytes() const {
+        std::vector<uint8_t> b(cfg, cfg + 256);
+        b.insert(b.end(), bars, bars + 6);
+        b.insert(b.end(), regs, regs + 64);
+        return b;
+    }
+};
+
+std::vector<named_seed> seeds() {
+    std::vector<named_seed> out;
+    out.emplace_back("modern", layout(true).bytes());
+    out.emplace_back("legacy", layout(false).bytes());
+    out.emplace_back("legacy-msix", layout(false, true).bytes());
+    layout l(true);
+    l.cfg[0x80 + 1] = 0x50;  // a loop back to the first structure
+    out.emplace_back("loop-after-all", l.bytes());
+    l = layout(true);
+    l.cfg[0x50 + 1] = 0x50;  // the first points at itself
+    out.emplace_back("loop-at-once", l.bytes());
+    l = layout(true);
+    l.cfg[0x34] = 0xfe;
+    out.emplace_back("pointer-past-space", l.bytes());
+    l.cfg[0x34] = 0x10;
+    out.emplace_back("pointer-into-header", l.bytes());
+    l = layout(true);
+    l.cfg[0x50 + 4] = 7;
+    out.emplace_back("reserved-bar", l.bytes());
+    l = layout(true);
+    l.cfg[0x50 + 9] = 0xff;
+    out.emplace_back("offset-past-bar", l.bytes());
+    l = layout(true);
+    l.cfg[0x50 + 2] = 8;
+    out.emplace_back("short-cap", l.bytes());
+    l = layout(true);
+    l.cfg[0x80 + 1] = 0x90;  // an unknown type, then a second common structure
+    l.cap(0x90, 0xa0, 42, 0, 16);
+    l.cap(0xa0, 0x00, 1, 0x1000, 0x1000);
+    out.emplace_back("unknown-type-second-common", l.bytes());
+    l = layout(true);
+    l.cfg[0x50 + 12] = 0x20;  // a common structure too short for its fields
+    out.emplace_back("common-too-short", l.bytes());
+    l = layout(true);
+    l.cfg[6] = 0;
+    out.emplace_back("no-capability-list", l.bytes());
+    l = layout(true);
+    st32(l.cfg + 0x80 + 16, 3);  // an odd notify multiplier
+    out.emplace_back("odd-multiplier", l.bytes());
+    l = layout(true);
+    l.bars[4] = 0;
+    out.emplace_back("bar-absent", l.bytes());
+    // Regressions (fuzz_pci_caps): a misaligned device structure was taken; a too-short
+    // common structure listed first hid a full one.
+    l = layout(true);
+    l.cfg[0x70 + 8] = 0xff;  // device config at 0x20ff
+    out.emplace_back("regress-misaligned-device-cfg", l.bytes());
+    l = layout(true);
+    l.cfg[0x50 + 13] = 0;  // common: 0x10 bytes
+    l.cfg[0x50 + 12] = 0x10;
+    l.cfg[0x80 + 1] = 0xa0;
+    l.cap(0xa0, 0x00, 1, 0x0000, 0x1000);
+    out.emplace_back("regress-short-first-common", l.bytes());
+    return out;
+}
+
 }  // namespace
+
+extern "C" int LLVMFuzzerInitialize(int*, char***) {
+    write_seeds_if_asked(seeds());
+    return 0;
+}
 
 // Input: 256 bytes of configuration space, then six BAR lengths (a byte each: 0, a power of
 // two from 16 bytes to 1 MiB, or a u32 after 0xff), then 64 register bytes.

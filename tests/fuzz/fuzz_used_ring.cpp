@@ -18,6 +18,7 @@
 #include <map>
 #include <memory>
 #include <set>
+#include <string>
 
 #include <vscsi/ring.hpp>
 
@@ -283,7 +284,120 @@ vscsi::ring_config read_config(input& in) {
     return c;
 }
 
+// The scenarios of test_ring.cpp and test_ring_hostile.cpp, as seeds.
+struct ring_script : seed {
+    ring_script(uint8_t size_log2, bool legacy, bool event_idx, bool indirect, uint8_t tables = 8, uint8_t max = 4) {
+        u8(uint8_t(size_log2 | (legacy ? 16 : 0) | (event_idx ? 32 : 0) | (indirect ? 64 : 0)));
+        u8(uint8_t(tables - 1)).u8(uint8_t(max - 1));
+    }
+    ring_script& add(uint8_t n_out, uint8_t n_in, uint8_t len = 64) {
+        u8(op::add).u8(uint8_t(n_out | n_in << 2));
+        for (int i = 0; i < n_out + n_in; ++i) u8(uint8_t(len - 1));
+        return *this;
+    }
+    ring_script& o(op x) {
+        u8(x);
+        return *this;
+    }
+    // mode < 128: the chain's writable length; 192 + k: k bytes past it
+    ring_script& give_back(uint8_t pick, uint8_t mode = 0) {
+        u8(op::give_back).u8(pick).u8(mode);
+        if (mode >= 192) u8(1);
+        return *this;
+    }
+    ring_script& raw(uint8_t ahead, uint8_t id, uint16_t len) {
+        u8(op::raw_entry).u8(ahead).u8(id).u8(0).u16(len);
+        return *this;
+    }
+    ring_script& bump(uint8_t k) {
+        u8(op::bump).u8(uint8_t(k - 1));
+        return *this;
+    }
+    ring_script& set_idx(uint16_t v) {
+        u8(op::set_idx).u16(v);
+        return *this;
+    }
+    ring_script& avail_event(uint16_t v) {
+        u8(op::suppress).u8(0).u16(v);
+        return *this;
+    }
+    ring_script& no_notify(bool on) {
+        u8(op::suppress).u8(1).u8(on);
+        return *this;
+    }
+};
+
+std::vector<named_seed> seeds() {
+    std::vector<named_seed> out;
+    auto put = [&](const std::string& name, const ring_script& s) { out.emplace_back(name, s.bytes); };
+    for (uint8_t lg : {uint8_t(0), uint8_t(3), uint8_t(8)}) {
+        for (int mode = 0; mode < 8; ++mode) {
+            ring_script s(lg, mode & 1, mode & 2, mode & 4, uint8_t(1 + (1u << lg) / 2));
+            for (int round = 0; round < 6; ++round) {
+                s.add(1, 1).add(0, 1).add(2, 3).o(op::publish);
+                for (int k = 0; k < 3; ++k) s.give_back(0);
+                s.o(op::pop_all);
+            }
+            s.o(op::irq_off).add(1, 1).o(op::publish).give_back(0).o(op::irq_on).o(op::pop).o(op::query);
+            put("roundtrip-" + std::to_string(1u << lg) + "-" + std::to_string(mode), s);
+        }
+    }
+    {
+        ring_script s(3, false, false, false);  // 16-bit index wrap
+        for (int i = 0; i < 70; ++i) s.add(1, 1).o(op::publish).give_back(0).o(op::pop);
+        put("index-wrap", s);
+        ring_script f(2, false, false, false);  // a full ring says busy; completions make room
+        f.add(1, 1).add(1, 1).add(1, 1).o(op::publish).give_back(1).o(op::pop).add(1, 1).add(1, 1).o(op::publish);
+        put("full-ring", f);
+        ring_script a(3, false, false, true, 2, 4);
+        a.add(0, 0).add(3, 6).add(1, 1, 1).o(op::publish);  // argument errors; indirect; direct
+        put("arguments-and-indirect", a);
+    }
+    {
+        ring_script e(3, false, true, false);  // EVENT_IDX: one notify decision per batch
+        e.avail_event(0).add(1, 1).add(1, 1).o(op::publish).avail_event(5).add(1, 1).o(op::publish);
+        e.add(1, 1).add(1, 1).add(1, 1).o(op::publish).give_back(0).o(op::pop_all).o(op::irq_off).o(op::irq_on);
+        put("event-idx", e);
+        ring_script n(3, false, false, false);
+        n.no_notify(true).add(1, 1).o(op::publish).no_notify(false).add(1, 1).o(op::publish).o(op::irq_off).o(op::irq_on);
+        put("flags-suppression", n);
+    }
+    const char* lies[] = {"id-past-ring", "middle-id", "free-id", "duplicate", "len-past-buffer", "used-jump",
+                          "used-backwards", "unpublished"};
+    for (int lie = 0; lie < 8; ++lie) {
+        for (bool legacy : {false, true}) {
+            ring_script s(3, legacy, false, false);
+            s.add(1, 1).add(1, 1).add(1, 1).o(op::publish);
+            switch (lie) {
+                case 0: s.raw(0, 8, 0).bump(1); break;
+                case 1: s.raw(0, 1, 0).bump(1); break;
+                case 2: s.raw(0, 6, 0).bump(1); break;
+                case 3: s.give_back(0).o(op::pop).raw(0, 0, 0).bump(1); break;
+                case 4: s.give_back(0, 192); break;
+                case 5: s.bump(4); break;
+                case 6: s.set_idx(0xffff); break;
+                case 7: s.add(0, 1).raw(0, 6, 0).bump(1); break;
+            }
+            s.o(op::pop).o(op::pop).add(1, 1).o(op::reclaim).add(1, 1).o(op::publish).give_back(0).o(op::pop);
+            put(std::string("lie-") + lies[lie] + (legacy ? "-legacy" : ""), s);
+        }
+    }
+    {
+        // Regression (fuzz_used_ring): on a ring of one, the device returned the chain added but
+        // not published; the driver reused it and published two entries on a one-entry ring.
+        ring_script s(0, false, false, false);
+        s.add(0, 1).raw(0, 0, 16).bump(1).o(op::pop).add(0, 1).o(op::publish);
+        put("regress-unpublished-return", s);
+    }
+    return out;
+}
+
 }  // namespace
+
+extern "C" int LLVMFuzzerInitialize(int*, char***) {
+    write_seeds_if_asked(seeds());
+    return 0;
+}
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     input in(data, size);
