@@ -335,6 +335,8 @@ static int vs_queuecommand(struct scsi_cmnd *sc, void (*done)(struct scsi_cmnd *
 		done(sc);
 		return 0;
 	}
+	/* A legacy device cannot say it wrote nothing: start from "no answer", never stale bytes. */
+	vsk_cmd_resp_init(cmd->resp);
 
 	/* Device-readable first (header, data out), then device-writable (response, data in). */
 	sg_set_buf(&cmd->sg[0], cmd->req, VSK_CMD_REQ_BYTES);
@@ -409,6 +411,7 @@ static int vs_tmf(struct vs_host *vs, uint32_t function, unsigned int target, un
 		kfree(tmf);
 		return FAILED;
 	}
+	vsk_ctrl_resp_init(tmf->resp, sizeof(tmf->resp));
 	sg_set_buf(&sg[0], tmf->req, VSK_TMF_REQ_BYTES);
 	sg_set_buf(&sg[1], tmf->resp, VSK_TMF_RESP_BYTES);
 
