@@ -16,6 +16,7 @@
 #include <linux/kernel.h>
 #include <linux/slab.h>
 #include <linux/mutex.h>
+#include <linux/delay.h>
 #include <linux/spinlock.h>
 #include <linux/workqueue.h>
 #include <linux/completion.h>
@@ -61,6 +62,14 @@ MODULE_PARM_DESC(event_buffers, "event buffers kept posted, 1-8 (default 8)");
 static unsigned int tmf_timeout = 30;
 module_param(tmf_timeout, uint, 0644);
 MODULE_PARM_DESC(tmf_timeout, "seconds to wait for a task management function (default 30)");
+
+/*
+ * A pause before each event is handled. Zero in use; the kmod tests set it to hold event
+ * work pending while the module is removed, which is when an unload race would strike.
+ */
+static unsigned int event_delay_ms;
+module_param(event_delay_ms, uint, 0644);
+MODULE_PARM_DESC(event_delay_ms, "delay before handling each event, for testing (default 0)");
 
 /* Per SCSI command, in the command's private area: the device reads req, writes resp. */
 struct vsk_cmd {
@@ -730,6 +739,8 @@ static void vsk_event_work(struct work_struct *w)
 	struct vsk_event ev;
 	unsigned long fl;
 
+	if (READ_ONCE(event_delay_ms))
+		msleep(READ_ONCE(event_delay_ms));
 	vsk_event_decode(n->buf, h->flags, n->used_len, &ev);
 	atomic_inc(&h->stats.events);
 	vsk_handle_event(h, &ev);

@@ -96,16 +96,21 @@ extern "C" {
 
 uint32_t vsk_cmd_req(void* req, uint32_t flags, uint8_t target, uint64_t lun, uint64_t tag, uint8_t task_attr,
                      const uint8_t* cdb, uint32_t cdb_len) {
-    vscsi::cmd_req<VSK_CDB_SIZE> h;
+    using hdr = vscsi::cmd_req<VSK_CDB_SIZE>;
     if (!req || cdb_len > VSK_CDB_SIZE || (cdb_len && !cdb) || task_attr > VSK_TASK_HEAD_OF_QUEUE) return 0;
-    if (!encode(target, lun, h.lun)) return 0;
-    const virtio_order o = order_of(flags);
-    h.tag.set(o, tag);
-    h.task_attr = task_attr;
-    h.prio = 0;
-    h.crn = 0;
-    for (uint32_t i = 0; i < VSK_CDB_SIZE; ++i) h.cdb[i] = i < cdb_len ? cdb[i] : 0;
-    copy(req, &h, sizeof(h));
+    if (lun > vscsi::max_lun_number) return 0;
+    // Written in place, field by field: this runs for every command.
+    uint8_t* b = static_cast<uint8_t*>(req);
+    vscsi::write_lun(b + offsetof(hdr, lun), target, uint16_t(lun));
+    vscsi::virtio64 t;
+    t.set(order_of(flags), tag);
+    copy(b + offsetof(hdr, tag), &t, sizeof(t));
+    b[offsetof(hdr, task_attr)] = task_attr;
+    b[offsetof(hdr, prio)] = 0;
+    b[offsetof(hdr, crn)] = 0;
+    uint8_t* c = b + offsetof(hdr, cdb);
+    if (cdb_len) copy(c, cdb, cdb_len);
+    for (uint32_t i = cdb_len; i < VSK_CDB_SIZE; ++i) c[i] = 0;
     return VSK_CMD_REQ_BYTES;
 }
 
@@ -116,11 +121,12 @@ void vsk_cmd_resp_init(void* resp) {
 
 void vsk_cmd_resp(const void* resp, uint32_t flags, uint32_t used_len, uint32_t data_len, uint8_t* sense,
                   uint32_t sense_cap, vsk_cmd_result* out) {
-    vsk_cmd_result r{};
-    const auto h = load<vscsi::cmd_resp<VSK_SENSE_SIZE>>(resp);
+    using hdr = vscsi::cmd_resp<VSK_SENSE_SIZE>;
+    const uint8_t* b = static_cast<const uint8_t*>(resp);
     const virtio_order o = order_of(flags);
+    vsk_cmd_result r{};
     // A virtio 1.x device reports how much it wrote; 12 bytes is the header without sense.
-    const uint32_t header = VSK_CMD_RESP_BYTES - VSK_SENSE_SIZE;
+    const uint32_t header = offsetof(hdr, sense);
     if (!wrote(flags, used_len, header)) {
         r.host = VSK_HOST_ERROR;
         r.residual = data_len;
@@ -129,22 +135,22 @@ void vsk_cmd_resp(const void* resp, uint32_t flags, uint32_t used_len, uint32_t 
         return;
     }
     r.written = 1;
-    r.response = h.response;
-    const vsk_outcome host = host_of(vscsi::response(h.response));
+    r.response = b[offsetof(hdr, response)];
+    const vsk_outcome host = host_of(vscsi::response(r.response));
     r.host = uint8_t(host);
-    r.status = host == VSK_HOST_OK ? h.status : 0;
+    r.status = host == VSK_HOST_OK ? b[offsetof(hdr, status)] : 0;
 
     // Residual: never more than the command carried.
-    const uint32_t residual = h.residual.get(o);
+    const uint32_t residual = load<vscsi::virtio32>(b + offsetof(hdr, residual)).get(o);
     r.residual = residual > data_len ? data_len : residual;
 
     // Sense: no more than the device claims, the buffer holds, it wrote, or the caller takes.
-    uint32_t sl = h.sense_len.get(o);
+    uint32_t sl = load<vscsi::virtio32>(b + offsetof(hdr, sense_len)).get(o);
     if (sl > VSK_SENSE_SIZE) sl = VSK_SENSE_SIZE;
     if (!(flags & VSK_LEGACY) && sl > used_len - header) sl = used_len - header;
     if (sl > sense_cap) sl = sense_cap;
     if (!sense) sl = 0;
-    if (sl) copy(sense, h.sense, sl);
+    if (sl) copy(sense, b + header, sl);
     r.sense_len = sl;
     *out = r;
 }

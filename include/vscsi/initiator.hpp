@@ -232,6 +232,14 @@ public:
         scratch_in_ = scratch_out_ + c.max_segments + 1;
         stats_ = initiator_stats{};
         seq_ = 1;
+        // Before anything can fail: stop() and reset_device() walk this bookkeeping and the
+        // rings. The region may hold anything until now, and rings of an earlier start()
+        // may still point into a region the caller has since taken back.
+        clear_bookkeeping();
+        ctrlq_ = split_ring<Platform>{};
+        eventq_ = split_ring<Platform>{};
+        for (uint16_t q = 0; q < MaxQueues; ++q) req_[q] = split_ring<Platform>{};
+        nreq_ = 0;
         status s = bring_up();
         state_ = s == status::ok ? initiator_state::running : initiator_state::failed;
         return s;
@@ -408,13 +416,16 @@ public:
     }
 
     // Interrupt-driven users: disable before polling, enable when idle. enable returns true
-    // when completions are already pending (poll again instead of sleeping).
+    // when completions are already pending (poll again instead of sleeping). Both do nothing
+    // unless running: the rings may never have been set up, or their region handed back.
     void disable_interrupts() {
+        if (state_ != initiator_state::running) return;
         for (uint16_t q = 0; q < nreq_; ++q) req_[q].disable_interrupts();
         ctrlq_.disable_interrupts();
         eventq_.disable_interrupts();
     }
     bool enable_interrupts() {
+        if (state_ != initiator_state::running) return false;
         bool pending = false;
         for (uint16_t q = 0; q < nreq_; ++q) pending |= req_[q].enable_interrupts();
         pending |= ctrlq_.enable_interrupts();
@@ -634,7 +645,19 @@ private:
             VSCSI_TRY(setup_ring(req_[q], uint16_t(first_request_queue + q), planned_request_ring(cfg_),
                                  lay_.req_rings + lay_.req_ring_bytes * q, lay_.req_ring_bytes));
 
-        // Fresh bookkeeping.
+        clear_bookkeeping();
+
+        // checklist 17: the event queue is populated before DRIVER_OK; notify only after it (32).
+        const uint16_t nev = uint16_t(cfg_.event_buffers < eventq_.size() ? cfg_.event_buffers : eventq_.size());
+        for (uint16_t i = 0; i < nev; ++i) VSCSI_TRY(post_event(i));
+        const bool notify_events = eventq_.publish();
+        VSCSI_TRY(dev_.driver_ok());
+        if (notify_events) t.notify(eventq_index);
+        return status::ok;
+    }
+
+    // Every request and control slot free, nothing waiting for a kick.
+    void clear_bookkeeping() {
         for (uint16_t i = 0; i < cfg_.slots; ++i) {
             slots_[i] = slot{};
             free_stack_[i] = uint16_t(cfg_.slots - 1 - i);
@@ -644,14 +667,6 @@ private:
         for (uint32_t i = 0; i < lun_buckets; ++i) lun_load_[i] = 0;
         for (uint16_t q = 0; q < MaxQueues; ++q) kick_pending_[q] = false;
         next_scan_ = 0;
-
-        // checklist 17: the event queue is populated before DRIVER_OK; notify only after it (32).
-        const uint16_t nev = uint16_t(cfg_.event_buffers < eventq_.size() ? cfg_.event_buffers : eventq_.size());
-        for (uint16_t i = 0; i < nev; ++i) VSCSI_TRY(post_event(i));
-        const bool notify_events = eventq_.publish();
-        VSCSI_TRY(dev_.driver_ok());
-        if (notify_events) t.notify(eventq_index);
-        return status::ok;
     }
 
     status setup_ring(split_ring<Platform>& ring, uint16_t index, ring_config planned, size_t off, size_t bytes) {

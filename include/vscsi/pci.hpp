@@ -262,9 +262,6 @@ public:
             return true;
         });
         if (!common_.present || !notify_.present || !isr_.present || !device_.present) return status::no_device;
-        if (common_.length < common_reg::size || isr_.length < 1 || notify_.length < 2 ||
-            device_.length < config_offset::size)
-            return status::no_device;
         for (uint16_t i = 0; i < max_notify_queues; ++i) notify_at_[i] = no_notify;
         return status::ok;
     }
@@ -311,9 +308,11 @@ public:
         // checklist 40: a power of two no larger than the device's maximum.
         if (size == 0 || size > max || (size & (size - 1))) return status::invalid_argument;
         if ((desc & 15) || (avail & 1) || (used & 3)) return status::invalid_argument;  // checklist 39
-        // The notify address must fall inside the notify structure (checklist 55).
+        // The notify address must fall inside the notify structure (checklist 55) and take an
+        // aligned 16-bit write (checklist 53): a multiplier that is not even, as the spec
+        // requires, must not make us write across a register boundary.
         const uint64_t off = uint64_t(c_read16(common_reg::queue_notify_off)) * notify_mult_;
-        if (off + 2 > notify_.length) return status::device_error;
+        if (off + 2 > notify_.length || ((notify_.offset + off) & 1)) return status::device_error;
         // checklist 54: every queue field before queue_enable, which is written 1 only.
         c_write16(common_reg::queue_size, uint16_t(size));
         c_write32(common_reg::queue_desc_lo, uint32_t(desc));
@@ -374,6 +373,17 @@ private:
         const uint32_t length = bus_->config_read32(at + modern_cap::length);
         const uint64_t bar_len = bus_->bar_length(bar);
         if (length == 0 || uint64_t(offset) + length > bar_len) return;  // must lie inside its BAR
+        // The spec has the common and device structures 4-byte aligned and the notify one
+        // 2-byte aligned; one that is not would make its registers misaligned (checklist 53).
+        const uint32_t align = type == modern_cap::notify_cfg ? 2 : type == modern_cap::isr_cfg ? 1 : 4;
+        if (offset & (align - 1)) return;
+        // One too short for the fields we use is one we cannot support: a later one may be
+        // (checklist 52: the first instance the driver can support; any larger length is fine).
+        const uint32_t need = type == modern_cap::common_cfg   ? common_reg::size
+                              : type == modern_cap::notify_cfg ? 2
+                              : type == modern_cap::isr_cfg    ? 1
+                                                               : config_offset::size;
+        if (length < need) return;
         if (type == modern_cap::notify_cfg) notify_mult_ = bus_->config_read32(at + modern_cap::notify_off_multiplier);
         *r = region{true, bar, offset, length};
     }

@@ -2,9 +2,10 @@
 //
 // Everything lives in one caller-provided region: the descriptor table, the available and
 // used rings, preallocated indirect tables, and the driver's private shadow of what it
-// posted. The device's memory is never trusted: the free list, chain lengths, tokens and
-// writable byte counts are kept in the shadow, every used entry is checked against it, and
-// the first lie latches the ring broken (the owner then resets the device).
+// posted. The device's memory is never trusted: the free list, chain lengths, tokens,
+// writable byte counts and which chains were published are kept in the shadow, every used
+// entry is checked against it, and the first lie latches the ring broken (the owner then
+// resets the device).
 //
 // Barrier pairing (names used in comments below):
 //   [A] wmb before avail->idx: descriptors and avail entries visible before the index.
@@ -88,13 +89,14 @@ struct head_state {
     uint16_t ndesc;      // descriptors the chain takes in the table
     uint16_t table;      // indirect table index, or no_table
     uint8_t in_flight;
-    uint8_t pad[3];
+    uint8_t published;   // the device can have seen it: published() covered it
+    uint8_t pad[2];
 };
 static_assert(sizeof(head_state) == 20, "head_state packing");
 inline constexpr uint16_t no_table = 0xffff;
 
 struct layout {
-    size_t desc, avail, used, indirect, heads, next, tables, total;
+    size_t desc, avail, used, indirect, heads, next, tables, added, total;
 };
 
 constexpr bool config_valid(const ring_config& c) {
@@ -124,6 +126,8 @@ constexpr layout layout_of(const ring_config& c) {
     off += sizeof(uint16_t) * c.size;
     l.tables = off;
     off += sizeof(uint16_t) * (c.indirect ? c.indirect_tables : 0);
+    l.added = off;
+    off += sizeof(uint16_t) * c.size;
     l.total = align_up(off, 16);
     return l;
 }
@@ -241,13 +245,17 @@ public:
         h.readable = total - writable > 0xffffffffu ? 0xffffffffu : uint32_t(total - writable);
         h.in_flight = 1;
         ++in_flight_;
+        h.published = 0;
         avail_ring()[avail_idx_ & (cfg_.size - 1)].set(order_, head);
+        added_[avail_idx_ & (cfg_.size - 1)] = head;  // our own copy: never read back from the ring
         ++avail_idx_;  // free-running: never decremented (checklist 44)
         return status::ok;
     }
 
     bool publish() {
         if (avail_idx_ == published_idx_) return false;
+        // From here on the device may return these chains; before, it cannot have seen them.
+        for (uint16_t i = published_idx_; i != avail_idx_; ++i) heads_[added_[i & (cfg_.size - 1)]].published = 1;
         Platform::wmb();  // [A]
         store16(avail_idx_field(), order_.dev16(avail_idx_));
         Platform::mb();  // [B]
@@ -273,6 +281,7 @@ public:
         if (id >= cfg_.size) return fail();
         ring_detail::head_state& h = heads_[id];
         if (!h.in_flight) return fail();  // not a head in flight: a middle descriptor or a duplicate
+        if (!h.published) return fail();  // added but never published: the device cannot know it
         if (len > h.writable) {
             // Legacy devices historically reported other lengths (checklist 48), and QEMU's
             // virtio-scsi reports the whole chain for a write (data-out plus response) on modern
@@ -387,6 +396,7 @@ private:
         heads_ = reinterpret_cast<ring_detail::head_state*>(b + lay_.heads);
         next_ = reinterpret_cast<uint16_t*>(b + lay_.next);
         tables_ = reinterpret_cast<uint16_t*>(b + lay_.tables);
+        added_ = reinterpret_cast<uint16_t*>(b + lay_.added);
         for (uint32_t i = 0; i < cfg_.size; ++i) {
             next_[i] = uint16_t((i + 1) & (cfg_.size - 1));
             heads_[i].table = ring_detail::no_table;
@@ -411,6 +421,7 @@ private:
     ring_detail::head_state* heads_ = nullptr;
     uint16_t* next_ = nullptr;
     uint16_t* tables_ = nullptr;
+    uint16_t* added_ = nullptr;  // head of each avail slot, as we wrote it
     uint32_t num_free_ = 0;
     uint32_t in_flight_ = 0;
     uint16_t tables_free_ = 0;

@@ -44,9 +44,9 @@ struct shared_memory {
     uint8_t* virt = nullptr;
     size_t bytes = 0;
     uint64_t bus = 0;
-    shared_memory(size_t n, uint64_t bus_addr) : bytes((n + 4095) & ~size_t(4095)), bus(bus_addr) {
+    shared_memory(size_t n, uint64_t bus_addr, uint8_t fill = 0xa5) : bytes((n + 4095) & ~size_t(4095)), bus(bus_addr) {
         virt = static_cast<uint8_t*>(aligned_alloc(4096, bytes));
-        memset(virt, 0xa5, bytes);  // garbage: the driver must initialise what it uses
+        memset(virt, fill, bytes);  // garbage: the driver must initialise what it uses
     }
     ~shared_memory() { free(virt); }
     shared_memory(const shared_memory&) = delete;
@@ -66,6 +66,7 @@ struct rig {
     vscsi::initiator_config cfg;
     recorder rec;
     uint64_t now = 1000;
+    uint8_t region_fill = 0xa5;  // what the region holds before start(): stale memory
 
     explicit rig(const vscsi::loopback::options& o, vscsi::initiator_config c = {}, size_t data_bytes = 8 << 20)
         : cfg(c) {
@@ -81,7 +82,7 @@ struct rig {
         ini = std::make_unique<initiator_t>(*transport);
         const size_t need = initiator_t::region_bytes(cfg);
         if (!need) return vscsi::status::invalid_argument;
-        region = std::make_unique<shared_memory>(need, 0x100000000ull);
+        region = std::make_unique<shared_memory>(need, 0x100000000ull, region_fill);
         map.add(region->bus, region->virt, region->bytes);
         return ini->start(cfg, vscsi::dma_region{region->virt, region->bus, region->bytes});
     }

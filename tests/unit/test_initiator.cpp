@@ -97,6 +97,67 @@ TEST_CASE("a device that refuses FEATURES_OK is failed, not used", "[initiator]"
     CHECK(r.dev->violations().empty());
 }
 
+TEST_CASE("a failed start leaves nothing in flight, whatever the region held before", "[initiator][regression]") {
+    // Found by fuzz_completion: bring-up failed before the request bookkeeping was set up,
+    // so stop() took stale bytes of the region for requests in flight.
+    for (uint8_t fill : {uint8_t(0x00), uint8_t(0x01), uint8_t(0xa5), uint8_t(0xff)}) {
+        rig<modern_t> r(opts(personality::modern));
+        r.region_fill = fill;
+        r.dev->fault().refuse_features_ok = true;
+        INFO("region filled with " << int(fill));
+        CHECK(r.start() == status::device_error);
+        CHECK(r.ini->in_flight() == 0);
+        r.dev->fault().refuse_features_ok = false;
+        CHECK(r.ini->stop(r.rec) == status::ok);
+        CHECK(r.rec.done.empty());
+        CHECK(r.rec.tmfs.empty());
+        CHECK(r.rec.ans.empty());
+        CHECK(r.ini->in_flight() == 0);
+    }
+}
+
+TEST_CASE("a failed restart in a new region never touches the old one", "[initiator][regression]") {
+    // Found by fuzz_config: after stop(), start() in a new region failed before the rings
+    // were set up again, and stop() then reset the rings where they were: in the region
+    // the caller had taken back.
+    rig<modern_t> r(opts(personality::modern));
+    REQUIRE(r.start() == status::ok);
+    REQUIRE(r.ini->stop(r.rec) == status::ok);
+    fixture::shared_memory fresh(r.region->bytes, 0x200000000ull);
+    r.map.add(fresh.bus, fresh.virt, fresh.bytes);
+    memset(r.region->virt, 0x3c, r.region->bytes);  // the old region, the caller's again
+    r.dev->fault().refuse_features_ok = true;
+    CHECK(r.ini->start(r.cfg, dma_region{fresh.virt, fresh.bus, fresh.bytes}) == status::device_error);
+    r.dev->fault().refuse_features_ok = false;
+    CHECK(r.ini->reset_device(r.rec) == status::ok);
+    CHECK(r.ini->stop(r.rec) == status::ok);
+    size_t changed = 0;
+    for (size_t i = 0; i < r.region->bytes; ++i) changed += r.region->virt[i] != 0x3c;
+    CHECK(changed == 0);
+    CHECK(r.rec.done.empty());
+}
+
+TEST_CASE("interrupt calls touch no ring unless the initiator runs", "[initiator][regression]") {
+    // Found by fuzz_events: after a failed start() the rings were never set up, and
+    // disable_interrupts() wrote through their null base.
+    lb_options o = opts(personality::legacy);
+    o.queue_max = 1024;  // larger than the planned 256: start() refuses before any ring exists
+    rig<legacy_t> r(o);
+    REQUIRE(r.start() == status::not_supported);
+    r.ini->disable_interrupts();
+    CHECK(!r.ini->enable_interrupts());
+    // After stop() the region is the caller's again: nothing may write to it.
+    rig<modern_t> m(opts(personality::modern));
+    REQUIRE(m.start() == status::ok);
+    REQUIRE(m.ini->stop(m.rec) == status::ok);
+    memset(m.region->virt, 0x3c, m.region->bytes);
+    m.ini->disable_interrupts();
+    CHECK(!m.ini->enable_interrupts());
+    size_t changed = 0;
+    for (size_t i = 0; i < m.region->bytes; ++i) changed += m.region->virt[i] != 0x3c;
+    CHECK(changed == 0);
+}
+
 TEST_CASE("a legacy device whose fixed queue exceeds the planned memory is refused cleanly", "[initiator]") {
     lb_options o = opts(personality::legacy);
     o.queue_max = 1024;

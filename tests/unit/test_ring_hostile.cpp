@@ -154,3 +154,32 @@ TEST_CASE("random garbage in the used ring never escapes the region", "[ring][ho
     CHECK(broken > 1000);
     CHECK(clean > 0);
 }
+
+TEST_CASE("a completion for a chain added but not yet published", "[ring][hostile][regression]") {
+    // Found by fuzz_used_ring: the device returned a chain the driver had not published.
+    // The ring took it, the driver reused its descriptors, and the next publish moved avail
+    // idx further past the device than the ring has entries, overwriting an avail slot the
+    // device had not read. The device cannot have seen such a chain: that is a lie.
+    env e(false, 1);
+    const sg_entry in{0x2000, 64};
+    REQUIRE(e.r.add(nullptr, 0, &in, 1, 7) == status::ok);  // head 0, not published
+    e.d.complete_raw(0, 64);
+    e.expect_broken();
+    // Published chains still complete, and the ring stays usable across publishes.
+    env f(false, 4);
+    REQUIRE(f.r.add(nullptr, 0, &in, 1, 1) == status::ok);
+    f.r.publish();
+    REQUIRE(f.r.add(nullptr, 0, &in, 1, 2) == status::ok);  // head 1, unpublished
+    ringtest::seen_chain c = f.d.take();
+    f.d.complete(c);
+    auto p = f.r.pop();
+    REQUIRE(p.st == status::ok);
+    CHECK(p.value.token == 1);
+    f.r.publish();
+    ringtest::seen_chain c2 = f.d.take();
+    f.d.complete(c2);
+    p = f.r.pop();
+    REQUIRE(p.st == status::ok);
+    CHECK(p.value.token == 2);
+    CHECK(!f.r.broken());
+}

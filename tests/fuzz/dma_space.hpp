@@ -1,0 +1,64 @@
+// The device's view of memory: bus address ranges the driver side shares with it, each an
+// allocation of exactly its size (so AddressSanitizer flags any access past it), at a bus
+// address unrelated to its virtual one (so a virtual address in a descriptor never
+// translates).
+#pragma once
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <map>
+
+#include "fuzz_check.hpp"
+
+namespace fuzz {
+
+class dma_space {
+public:
+    dma_space() = default;
+    dma_space(const dma_space&) = delete;
+    dma_space& operator=(const dma_space&) = delete;
+    ~dma_space() {
+        for (auto& r : regions_) free(r.second.virt);
+    }
+
+    // A new region of `bytes` bytes at `bus`, aligned to `align` in CPU space, filled with
+    // `fill` (garbage the driver must initialise before it relies on it).
+    uint8_t* add(uint64_t bus, size_t bytes, size_t align = 16, uint8_t fill = 0xa5) {
+        void* p = nullptr;
+        FUZZ_CHECK(bytes > 0 && posix_memalign(&p, align < sizeof(void*) ? sizeof(void*) : align, bytes) == 0,
+                   "allocating %zu bytes", bytes);
+        auto next = regions_.lower_bound(bus);
+        FUZZ_CHECK(translate(bus, 1) == nullptr && (next == regions_.end() || next->first - bus >= bytes),
+                   "bus range %#llx+%zu overlaps another region", (unsigned long long)bus, bytes);
+        memset(p, fill, bytes);
+        regions_[bus] = region{static_cast<uint8_t*>(p), bytes};
+        return static_cast<uint8_t*>(p);
+    }
+
+    void remove(uint64_t bus) {
+        auto it = regions_.find(bus);
+        FUZZ_CHECK(it != regions_.end(), "removing unknown region %#llx", (unsigned long long)bus);
+        free(it->second.virt);
+        regions_.erase(it);
+    }
+
+    // The CPU address of [bus, bus+len), or nullptr unless it lies inside one region.
+    uint8_t* translate(uint64_t bus, uint64_t len) const {
+        auto it = regions_.upper_bound(bus);
+        if (it == regions_.begin()) return nullptr;
+        --it;
+        const uint64_t off = bus - it->first;
+        if (off >= it->second.bytes || len > it->second.bytes - off) return nullptr;
+        return it->second.virt + off;
+    }
+
+private:
+    struct region {
+        uint8_t* virt;
+        size_t bytes;
+    };
+    std::map<uint64_t, region> regions_;
+};
+
+}  // namespace fuzz
