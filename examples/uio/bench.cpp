@@ -301,7 +301,7 @@ int cmd_bench(const options& o) {
     if (queues > s.ctl.ini().request_queues())
         fmt::print(stderr, "vscsi-uio: the device has {} request queue(s); using {}\n", s.ctl.ini().request_queues(),
                    s.ctl.ini().request_queues());
-    if (!probe_lun(s.ctl, s.target, s.lun, p.lun, err)) return fail(err);
+    if (!probe_lun(s.ctl, s.target, s.lun, p.lun, err) || !usable_capacity(p.lun, err)) return fail(err);
     if (p.mode != rw_mode::randread && p.mode != rw_mode::read && p.lun.read_only)
         return fail(fmt::format("{}:{} is read-only (write-protected); nothing written", s.target, s.lun));
     return run_bench(s.ctl, p, g_stop);

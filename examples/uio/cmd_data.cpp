@@ -66,7 +66,7 @@ int cmd_read(const options& o) {
     device_session s;
     if (!open_device(o, s, err) || !pick_lun(o, s, err)) return fail(err);
     lun_info li;
-    if (!probe_lun(s.ctl, s.target, s.lun, li, err)) return fail(err);
+    if (!probe_lun(s.ctl, s.target, s.lun, li, err) || !usable_capacity(li, err)) return fail(err);
     if (!check_range(li, lba, count, err)) return fail(err);
     const std::string out = o.get("-o");
     int fd = -1;
@@ -110,7 +110,7 @@ int cmd_write(const options& o) {
     device_session s;
     if (!open_device(o, s, err) || !pick_lun(o, s, err)) return fail(err);
     lun_info li;
-    if (!probe_lun(s.ctl, s.target, s.lun, li, err)) return fail(err);
+    if (!probe_lun(s.ctl, s.target, s.lun, li, err) || !usable_capacity(li, err)) return fail(err);
     if (!check_range(li, lba, count, err)) return fail(err);
     if (li.read_only) return fail(fmt::format("{}:{} is read-only (write-protected); nothing written", li.target, li.lun));
     const uint32_t bs = li.cap.block_size;
@@ -161,7 +161,7 @@ int cmd_verify(const options& o) {
     std::string err;
     if (!open_device(o, s, err) || !pick_lun(o, s, err)) return fail(err);
     lun_info li;
-    if (!probe_lun(s.ctl, s.target, s.lun, li, err)) return fail(err);
+    if (!probe_lun(s.ctl, s.target, s.lun, li, err) || !usable_capacity(li, err)) return fail(err);
     const uint32_t bs = li.cap.block_size;
     if (size % bs) return fail(fmt::format("--size {} is not a multiple of the {}-byte blocks", size, bs), exit_usage);
     if (!o.values.count("--size") && size > li.cap.blocks() * bs) size = li.cap.blocks() * bs;

@@ -53,9 +53,10 @@ target_state report_luns(controller& c, uint8_t target, std::vector<uint16_t>& l
             const uint32_t n = scsi::report_luns(cdb, sizeof cdb, alloc);
             r = c.command(target, at, cdb, n, false, c.data(), alloc);
             if (!r.ok()) break;
-            const uint32_t list = scsi::report_luns_list_bytes(c.data(), r.transferred);
-            if (list + 8 > alloc && attempt == 0 && list + 8 <= c.data_bytes() && list + 8 <= 0x100000) {
-                alloc = list + 8;  // the list did not fit: ask again with room for all of it
+            // 64-bit: the list length comes from the device and may be anything.
+            const uint64_t want = uint64_t(scsi::report_luns_list_bytes(c.data(), r.transferred)) + 8;
+            if (want > alloc && attempt == 0 && want <= c.data_bytes() && want <= 0x100000) {
+                alloc = uint32_t(want);  // the list did not fit: ask again with room for all of it
                 continue;
             }
             scsi::report_luns_entries(c.data(), r.transferred, [&](const uint8_t* e) {

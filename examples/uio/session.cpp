@@ -68,6 +68,13 @@ uint32_t chunk_blocks(const lun_info& li, size_t buffer_bytes) {
     return blocks ? uint32_t(blocks) : 1;
 }
 
+bool usable_capacity(const lun_info& li, std::string& err) {
+    const uint32_t bs = li.cap.block_size;
+    if (li.cap.valid && bs >= 512 && bs <= 65536 && (bs & (bs - 1)) == 0 && li.cap.last_lba != ~0ull) return true;
+    err = fmt::format("{}:{} did not report a usable capacity (block size {})", li.target, li.lun, bs);
+    return false;
+}
+
 bool check_range(const lun_info& li, uint64_t lba, uint64_t count, std::string& err) {
     const uint64_t blocks = li.cap.blocks();
     if (count == 0) {

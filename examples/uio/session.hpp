@@ -41,6 +41,10 @@ bool pick_lun(const options& o, device_session& s, std::string& err);
 // Blocks per command: at most 1 MiB, the buffer, and the LUN's maximum transfer.
 uint32_t chunk_blocks(const lun_info& li, size_t buffer_bytes);
 
+// The LUN reported a capacity with a block size data can be moved in (a power of two,
+// 512..64 KiB), so sizes and offsets computed from it are sound.
+bool usable_capacity(const lun_info& li, std::string& err);
+
 // count blocks from lba lie on the LUN (and count > 0).
 bool check_range(const lun_info& li, uint64_t lba, uint64_t count, std::string& err);
 
