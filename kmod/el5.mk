@@ -60,7 +60,7 @@ endif
 endif
 
 ifdef vsk-el5-bare
-ifeq ($(wildcard $(src)/GNUmakefile $(src)/el5_ko_fixup.py),)
+ifneq ($(words $(wildcard $(src)/GNUmakefile $(src)/el5_ko_fixup.py)),2)
 $(error virtio_scsi: a 2.6.18 tree with gcc $(shell $(CC) -dumpversion) needs compat flags, and $(src) lacks the GNUmakefile and el5_ko_fixup.py that add them: build from the repository's kmod/)
 endif
 ifneq ($(VSCSI_MODNAME),virtio_scsi)
