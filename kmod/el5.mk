@@ -61,7 +61,7 @@ endif
 
 ifdef vsk-el5-bare
 ifneq ($(words $(wildcard $(src)/GNUmakefile $(src)/el5_ko_fixup.py)),2)
-$(error virtio_scsi: a 2.6.18 tree with gcc $(shell $(CC) -dumpversion) needs compat flags, and $(src) lacks the GNUmakefile and el5_ko_fixup.py that add them: build from the repository's kmod/)
+$(error virtio_scsi: a 2.6.18 tree with gcc $(shell $(CC) -dumpversion) needs compat flags, added by GNUmakefile and el5_ko_fixup.py beside Kbuild, and $(src) lacks them: build from the repository's kmod/)
 endif
 ifneq ($(VSCSI_MODNAME),virtio_scsi)
 $(error virtio_scsi: VSCSI_MODNAME is for current kernels; a 2.6.18 module is always virtio_scsi)
@@ -85,7 +85,8 @@ vsk-el5-passed = $(foreach v,$(1),$(if $(filter command line,$(origin $(v))),'$(
 
 quiet_cmd_vsk_el5_bare = EL5     $@ (gcc $(shell $(CC) -dumpversion): kbuild again in $(src)/$(vsk-el5-dir), with compat flags)
       cmd_vsk_el5_bare = rm -f $@ && \
-	$(MAKE) -C $(src) module KSRC=$(srctree) MOD_DIR=$(src)/$(vsk-el5-dir) \
+	$(MAKE) -C $(abspath $(src)) module KSRC=$(abspath $(srctree)) \
+		MOD_DIR=$(abspath $(src)/$(vsk-el5-dir)) \
 		VSCSI_INCLUDE=$(abspath $(VSCSI_INCLUDE)) CXX=$(VSCSI_CXX) USE_FIND_VQS=$(USE_FIND_VQS) \
 		'EXTRA_CFLAGS=$(vsk-el5-user-cflags)' \
 		$(call vsk-el5-passed,V C CHECK CC CROSS_COMPILE ARCH VERMAGIC_GCC PYTHON) && \
