@@ -119,6 +119,7 @@ bool controller::open(const open_options& o, std::string& err) {
         return false;
     }
     irq_mode_ = o.irq;
+    spin_ns_ = o.irq ? o.spin_ns : 0;
     if (irq_mode_) {
         // A line asserted before we listened would stay masked: acknowledge and unmask once.
         if (!irq_.attach(bus_)) {
@@ -150,6 +151,17 @@ void controller::close() {
 }
 
 void controller::sleep_for_interrupt(uint64_t max_ns) {
+    if (spin_ns_) {
+        // Most commands come back within a few tens of microseconds: spinning that long is
+        // cheaper than an interrupt round trip, and going to sleep after it caps what a slow
+        // command costs in CPU time.
+        const uint64_t until = now() + (spin_ns_ < max_ns ? spin_ns_ : max_ns);
+        // No PAUSE in this loop: under QEMU's TCG it leaves the translated code on every
+        // iteration, which made the spin slower than sleeping.
+        do {
+            if (ini_->completions_pending()) return;
+        } while (now() < until);
+    }
     // Re-enable, then re-check: a completion that raced with re-enabling is not missed.
     if (ini_->enable_interrupts()) {
         ini_->disable_interrupts();

@@ -33,6 +33,7 @@ struct open_options {
     std::string device;                 // PCI address; empty: the only virtio-scsi function
     transport_choice transport = transport_choice::automatic;
     bool irq = false;                   // sleep on /dev/uioN instead of polling
+    uint64_t spin_ns = 0;               // with irq: poll this long before sleeping (hybrid)
     uint16_t queues = 1;                // request queues to use (at most what the device has)
     uint16_t slots = 128;               // commands in flight at most
     size_t data_bytes = size_t(8) << 20;  // DMA memory for data buffers
@@ -75,6 +76,8 @@ public:
     uint64_t now() const { return clock_.now(); }
     const fast_clock& clock() const { return clock_; }
     bool irq_mode() const { return irq_mode_; }
+    // "polled", "interrupt" or "hybrid", for what the program prints.
+    const char* wait_mode() const { return !irq_mode_ ? "polled" : spin_ns_ ? "hybrid" : "interrupt"; }
 
     // Poll until done() holds or the deadline passes; in interrupt mode sleep on the uio
     // node in between. Returns done().
@@ -116,7 +119,8 @@ public:
     };
     sync_handler& handler() { return handler_; }
 
-    // Sleep until the device interrupts or `max_ns` passes (interrupt mode only).
+    // Sleep until the device interrupts or `max_ns` passes (interrupt mode only). In hybrid
+    // mode, poll for up to spin_ns first and return as soon as anything is there to reap.
     void sleep_for_interrupt(uint64_t max_ns);
 
 private:
@@ -133,6 +137,7 @@ private:
     uint8_t* data_ = nullptr;
     size_t data_bytes_ = 0;
     bool irq_mode_ = false;
+    uint64_t spin_ns_ = 0;
     bool bus_master_ = false;
 };
 

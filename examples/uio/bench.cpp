@@ -248,7 +248,7 @@ int run_bench(controller& c, const bench_params& p, const volatile bool& stop) {
         fmt::print("      \"jobname\": \"vscsi-uio\", \"groupid\": 0, \"error\": {},\n", L.errors ? 1 : 0);
         fmt::print("      \"job options\": {{\"rw\": \"{}\", \"bs\": \"{}\", \"iodepth\": \"{}\", \"runtime\": \"{}\", "
                    "\"queues\": \"{}\", \"completion\": \"{}\", \"interface\": \"{}\", \"filename\": \"{}:{}:{}\"}},\n",
-                   to_string(p.mode), p.bs, p.iodepth, p.runtime_s, L.queues, c.irq_mode() ? "interrupt" : "polled",
+                   to_string(p.mode), p.bs, p.iodepth, p.runtime_s, L.queues, c.wait_mode(),
                    c.ini().legacy() ? "legacy" : "modern", c.function().bdf, p.lun.target, p.lun.lun);
         print_direction_json("read", L.lat[0], p.bs, secs);
         fmt::print(",\n");
@@ -260,7 +260,7 @@ int run_bench(controller& c, const bench_params& p, const volatile bool& stop) {
     } else {
         fmt::print("bench {} {}:{}  {} bs={} iodepth={} queues={} {:.1f} s, {} completion, {} interface\n",
                    c.function().bdf, p.lun.target, p.lun.lun, to_string(p.mode), p.bs, p.iodepth, L.queues, secs,
-                   c.irq_mode() ? "interrupt" : "polled", c.ini().legacy() ? "legacy" : "modern");
+                   c.wait_mode(), c.ini().legacy() ? "legacy" : "modern");
         if (has_read) print_direction_text("read", L.lat[0], p.bs, secs);
         if (has_write) print_direction_text("write", L.lat[1], p.bs, secs);
         fmt::print("  cpu  : {:.2f} s user, {:.2f} s system, {:.1f} us per I/O\n", usr, sys,

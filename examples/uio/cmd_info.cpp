@@ -19,7 +19,7 @@ static void print_device_line(device_session& s) {
                "max_target {}, max_lun {}, {} completion\n",
                s.ctl.function().bdf, ini.legacy() ? "legacy" : "modern", d.num_queues, d.num_queues == 1 ? "" : "s",
                ini.queue_size(0), d.cmd_per_lun, d.seg_max, d.max_sectors, d.max_target, d.max_lun,
-               s.ctl.irq_mode() ? "interrupt" : "polled");
+               s.ctl.wait_mode());
 }
 
 

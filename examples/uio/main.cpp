@@ -11,8 +11,8 @@
 //   vscsi-uio events -d PCI [--timeout S]
 //   vscsi-uio reset -d PCI -t T -l L --type abort|lun|target|device
 //
-// Every device command also takes --irq (sleep on /dev/uioN instead of polling) and
-// --legacy / --modern (force a virtio-pci interface). Errors are one line on stderr and a
+// Every device command also takes --irq (sleep on /dev/uioN instead of polling), --hybrid
+// (poll briefly, then sleep on the interrupt) and --legacy / --modern (force a virtio-pci interface). Errors are one line on stderr and a
 // non-zero exit: 2 for a bad command line, 1 for everything else.
 #include <signal.h>
 
@@ -44,7 +44,8 @@ const char* const usage_text =
     "        --runtime 10 [--queues N] [--json]\n"
     "  events -d PCI [--timeout S]\n"
     "  reset -d PCI -t T -l L --type abort|lun|target|device\n"
-    "device commands also take --irq (interrupts instead of polling) and --legacy | --modern;\n"
+    "device commands also take --irq (interrupts instead of polling), --hybrid (poll briefly,\n"
+    "then sleep on the interrupt) and --legacy | --modern;\n"
     "-d may be left out when there is one virtio-scsi function, -t/-l default to the first LUN.\n";
 
 struct command_entry {
@@ -65,7 +66,7 @@ int main(int argc, char** argv) {
         fmt::print("{}", usage_text);
         return 0;
     }
-    const std::set<std::string> dev_flags = {"--irq", "--legacy", "--modern"};
+    const std::set<std::string> dev_flags = {"--irq", "--hybrid", "--legacy", "--modern"};
     auto with = [](std::set<std::string> a, const std::set<std::string>& b) {
         a.insert(b.begin(), b.end());
         return a;

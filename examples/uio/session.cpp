@@ -20,7 +20,14 @@ bool open_device(const options& o, device_session& s, std::string& err, size_t d
                  uint16_t slots) {
     uio::open_options oo;
     oo.device = o.get("-d");
-    oo.irq = o.flags.count("--irq") != 0;
+    oo.irq = o.flags.count("--irq") != 0 || o.flags.count("--hybrid") != 0;
+    if (o.flags.count("--irq") && o.flags.count("--hybrid")) {
+        err = "--irq and --hybrid exclude each other";
+        return false;
+    }
+    // Hybrid: poll about as long as a command usually takes on a virtio-scsi device (tens of
+    // microseconds), then sleep on the interrupt.
+    if (o.flags.count("--hybrid")) oo.spin_ns = 50000;
     if (o.flags.count("--legacy") && o.flags.count("--modern")) {
         err = "--legacy and --modern exclude each other";
         return false;

@@ -320,6 +320,10 @@ public:
         return order_.dev16(load16(used_idx_field())) != last_used_;
     }
 
+    // Has the device returned anything not yet popped? A peek for hybrid pollers deciding
+    // whether to keep spinning; it consumes nothing and orders nothing (pop() does).
+    bool has_used() const { return order_.dev16(load16(used_idx_field())) != last_used_; }
+
     template <class F>
     void reclaim_all(F&& on_token) {
         for (uint32_t i = 0; i < cfg_.size; ++i) {

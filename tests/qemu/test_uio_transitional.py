@@ -87,6 +87,8 @@ try:
     check_verify(r, g, 'legacy, polled', '-t 0 -l 0 --size 64m --seed 12 --legacy', '64.0 MiB')
     check_verify(r, g, 'modern, interrupts', '-t 0 -l 1 --size 16m --seed 13 --irq', '16.0 MiB')
     check_verify(r, g, 'legacy, interrupts', '-t 1 -l 1 --size 8m --seed 14 --legacy --irq', '8.0 MiB')
+    check_verify(r, g, 'modern, hybrid', '-t 0 -l 1 --size 16m --seed 15 --hybrid', '16.0 MiB')
+    check_verify(r, g, 'legacy, hybrid', '-t 1 -l 1 --size 8m --seed 16 --legacy --hybrid', '8.0 MiB')
 
     # The pattern on the disk is what the formula says, recomputed here independently.
     rc, out = g.run('vscsi-uio write -t 0 -l 0 --lba 4096 --count 2048 --pattern 99 && '
@@ -101,7 +103,8 @@ try:
     for args in ('--rw randread --bs 4k --iodepth 32 --runtime 1', '--rw randwrite --bs 4k --iodepth 8 --runtime 1',
                  '--rw randrw --bs 8k --iodepth 16 --runtime 1 --queues 2',
                  '--rw read --bs 64k --iodepth 4 --runtime 1 --legacy',
-                 '--rw randread --bs 4k --iodepth 1 --runtime 1 --irq'):
+                 '--rw randread --bs 4k --iodepth 1 --runtime 1 --irq',
+                 '--rw randread --bs 4k --iodepth 1 --runtime 1 --hybrid'):
         rc, out = g.run(f'vscsi-uio bench -t 0 -l 0 {args} --json', timeout=120)
         try:
             job = bench_json(out)['jobs'][0]
@@ -113,6 +116,11 @@ try:
         r.check(f'bench {args}: fio-style JSON, I/O done, no errors', ok, out)
     rc, out = g.run('vscsi-uio bench -t 0 -l 0 --rw randread --runtime 1')
     r.check('bench text output has IOPS and latency percentiles', rc == 0 and 'IOPS' in out and 'p99' in out, out)
+    rc, out = g.run('vscsi-uio bench -t 0 -l 0 --rw randread --runtime 1 --hybrid')
+    r.check('bench says which completion mode it ran', rc == 0 and 'hybrid' in out, out)
+    rc, out = g.run('vscsi-uio scan --irq --hybrid 2>&1')
+    r.check('--irq with --hybrid is refused in one line', rc != 0 and 'exclude each other' in out
+            and len(out.strip().splitlines()) == 1, out)
 
     # ---- events: hot-plug, hot-unplug, capacity change ----
     g.run_bg('vscsi-uio events --timeout 60 > /tmp/ev.log 2>&1 & echo $! > /tmp/ev.pid')
