@@ -52,7 +52,9 @@ vsk-family-cxxflags := -fno-pie -fno-stack-protector
 # GNUmakefile links the sources into .el5-build, runs kbuild on that directory (its own
 # .tmp_versions and modpost pass) with the compat flags on the command line, and has
 # el5_ko_fixup.py rewrite and check the module in place there; the checked module is then
-# copied here, where the other builds leave theirs.
+# copied here, where the other builds leave theirs. modules_install with M=<this dir>
+# installs nothing (2.6.18 installs what .tmp_versions lists, empty here); with
+# M=<this dir>/.el5-build it installs the checked module.
 ifeq ($(filter %el5_gcc_shim.h,$(EXTRA_CFLAGS)),)
 ifneq ($(shell $(CC) -dumpversion | cut -d. -f1),4)
 vsk-el5-bare := 1
