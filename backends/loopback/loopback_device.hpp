@@ -188,6 +188,9 @@ private:
     struct queue {
         uint32_t size = 0;
         uint32_t max = 0;
+        uint8_t* desc_p = nullptr;   // host addresses of the ring parts, once mapped
+        uint8_t* avail_p = nullptr;
+        uint8_t* used_p = nullptr;
         bool enabled = false;
         uint64_t desc = 0, avail = 0, used = 0;
         uint16_t last_avail = 0;
@@ -243,12 +246,8 @@ private:
     void do_reset();
     void violation(const std::string& what);
     bool modern_features() const { return (driver_features_ >> feature::version_1) & 1; }
-    uint16_t r16(uint64_t bus);
-    uint32_t r32(uint64_t bus);
-    uint64_t r64(uint64_t bus);
-    void w16(uint64_t bus, uint16_t v);
-    void w32(uint64_t bus, uint32_t v);
 
+    bool map_ring(queue& q);
     bool pop_chain(uint16_t qi, chain& c);
     bool walk_chain(queue& q, uint16_t head, chain& c);
     void push_used(uint16_t qi, uint16_t head, uint32_t len);

@@ -15,7 +15,10 @@
 // Instructions per request come from perf_event_open where the machine allows it.
 // The last line is machine-readable.
 //
-//   vscsi-ring-bench [--requests N] [--one-thread]
+//   vscsi-ring-bench [--requests N] [--one-thread] [--batch B]
+//
+// --batch B runs only the one-thread case at batch B. Where perf_event_open gives no
+// hardware counters, tests/bench/instructions-per-request counts instructions with callgrind.
 #include <linux/perf_event.h>
 #include <sys/ioctl.h>
 #include <sys/syscall.h>
@@ -148,6 +151,17 @@ struct result_1t {
     double instructions;
 };
 
+// The measured loop, on its own so callgrind can count just it (--toggle-collect, see
+// tests/bench/instructions-per-request).
+__attribute__((noinline)) void measured_rounds(rig& r, counting_handler& h, uint32_t batch, uint64_t total) {
+    while (h.n < total) {
+        r.submit(batch);
+        r.ini.kick();
+        r.dev.step();
+        r.ini.poll(0, h);
+    }
+}
+
 result_1t one_thread(uint32_t batch, uint64_t total) {
     rig r;
     counting_handler h;
@@ -162,12 +176,7 @@ result_1t one_thread(uint32_t batch, uint64_t total) {
     h.n = 0;
     ic.start();
     const uint64_t t0 = now_ns();
-    while (h.n < total) {
-        r.submit(batch);
-        r.ini.kick();
-        r.dev.step();
-        r.ini.poll(0, h);
-    }
+    measured_rounds(r, h, batch, total);
     const uint64_t t1 = now_ns();
     const int64_t ins = ic.stop();
     if (h.bad) fmt::print(stderr, "vscsi-ring-bench: {} requests failed\n", h.bad);
@@ -223,10 +232,19 @@ double pingpong(uint64_t rounds) {
 int main(int argc, char** argv) {
     uint64_t total = 2000000;
     bool one_thread_only = false;
+    uint32_t only_batch = 0;
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
         if (a == "--one-thread") {
             one_thread_only = true;  // e.g. under valgrind --tool=callgrind, which serialises threads
+        } else if (a == "--batch" && i + 1 < argc) {
+            char* end = nullptr;
+            const unsigned long b = strtoul(argv[++i], &end, 10);
+            if (!end || *end || b == 0 || b > 128) {
+                fmt::print(stderr, "vscsi-ring-bench: --batch needs a number from 1 to 128\n");
+                return 2;
+            }
+            only_batch = uint32_t(b);
         } else if (a == "--requests" && i + 1 < argc) {
             char* end = nullptr;
             total = strtoull(argv[++i], &end, 10);
@@ -235,9 +253,16 @@ int main(int argc, char** argv) {
                 return 2;
             }
         } else {
-            fmt::print(stderr, "vscsi-ring-bench: unknown argument '{}'\nusage: vscsi-ring-bench [--requests N] [--one-thread]\n", a);
+            fmt::print(stderr, "vscsi-ring-bench: unknown argument '{}'\nusage: vscsi-ring-bench [--requests N] [--one-thread] [--batch B]\n", a);
             return 2;
         }
+    }
+    if (only_batch) {
+        // One case only, one thread: what tests/bench/instructions-per-request measures.
+        const result_1t r = one_thread(only_batch, total);
+        fmt::print("1 thread, batch {}: {:.1f} ns/request\nns_per_request_1t_batch{}={:.1f}\n", only_batch, r.ns,
+                   only_batch, r.ns);
+        return 0;
     }
     const unsigned cpus = std::thread::hardware_concurrency();
     fmt::print("vscsi ring benchmark: queue size 256, TEST UNIT READY through initiator + loopback device, "
