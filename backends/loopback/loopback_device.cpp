@@ -537,8 +537,7 @@ bool device::walk_chain(queue& q, uint16_t head, chain& c) {
 
 // The ring's three parts as host pointers, looked up once per queue set-up rather than on
 // every access. A ring outside DMA memory needs a reset, as any access outside it does.
-bool device::map_ring(queue& q) {
-    if (q.desc_p) return true;
+bool device::map_ring_parts(queue& q) {
     if ((q.desc & 15) || (q.avail & 1) || (q.used & 3)) {
         violation("ring parts misaligned (checklist 39)");
         set_needs_reset();
@@ -570,7 +569,10 @@ bool device::pop_chain(uint16_t qi, chain& c) {
     std::atomic_thread_fence(std::memory_order_acquire);
     const uint16_t head = ld16(q.avail_p + 4 + 2 * (q.last_avail & (q.size - 1)));
     ++q.last_avail;
-    if (driver_features_ & feature::bit(feature::ring_event_idx))
+    // Tell the driver where to notify next, as a device woken by notifications does. The
+    // device thread polls instead: it leaves avail_event alone, so the driver's notify
+    // decision reads a line nobody is writing.
+    if ((driver_features_ & feature::bit(feature::ring_event_idx)) && !running_.load(std::memory_order_relaxed))
         st16_shared(q.used_p + 4 + 8 * q.size, q.last_avail);
     if (head >= q.size) {
         violation("avail ring names a descriptor past the table");

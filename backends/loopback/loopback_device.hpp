@@ -247,7 +247,8 @@ private:
     void violation(const std::string& what);
     bool modern_features() const { return (driver_features_ >> feature::version_1) & 1; }
 
-    bool map_ring(queue& q);
+    bool map_ring(queue& q) { return q.desc_p || map_ring_parts(q); }
+    bool map_ring_parts(queue& q);
     bool pop_chain(uint16_t qi, chain& c);
     bool walk_chain(queue& q, uint16_t head, chain& c);
     void push_used(uint16_t qi, uint16_t head, uint32_t len);

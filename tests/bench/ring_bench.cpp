@@ -115,6 +115,7 @@ struct rig {
             exit(1);
         }
         cdb_len = scsi::test_unit_ready(cdb, sizeof(cdb));
+        ini.disable_interrupts();  // a polling driver asks for no interrupts
         // Consume the power-on unit attention.
         counting_handler h;
         submit(1);
