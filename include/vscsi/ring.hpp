@@ -176,7 +176,9 @@ public:
         if ((n_out && !out) || (n_in && !in)) return status::invalid_argument;
         const uint32_t n = uint32_t(n64);
         const bool indirect = use_indirect(n);
-        if (num_free_ < (indirect ? 1 : n)) return status::busy;
+        // A chain that can never be added is refused as such, not as busy: the caller would
+        // retry it forever.
+        if (num_free_ < (indirect ? 1 : n)) return segments_valid(out, n_out, in, n_in) ? status::busy : status::invalid_argument;
 
         // Segments are checked as their descriptors are written: until the avail ring names
         // the chain, those are free entries (or a free indirect table) that nobody reads, so a
@@ -337,6 +339,21 @@ private:
     // Shared-memory indices are read and written exactly once per access.
     static uint16_t load16(const uint16_t* p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
     static void store16(uint16_t* p, uint16_t v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }
+
+    // Non-empty segments, at most 4 GiB in all (checklist 42), at most 4 GiB device-writable.
+    static bool segments_valid(const sg_entry* out, uint32_t n_out, const sg_entry* in, uint32_t n_in) {
+        uint64_t total = 0, writable = 0;
+        for (uint32_t i = 0; i < n_out; ++i) {
+            if (out[i].len == 0) return false;
+            total += out[i].len;
+        }
+        for (uint32_t i = 0; i < n_in; ++i) {
+            if (in[i].len == 0) return false;
+            total += in[i].len;
+            writable += in[i].len;
+        }
+        return total <= (uint64_t(1) << 32) && writable <= 0xffffffffu;
+    }
 
     bool use_indirect(uint32_t n) const {
         return cfg_.indirect && n > 1 && n <= cfg_.indirect_max && tables_free_ > 0;

@@ -352,3 +352,19 @@ TEST_CASE("reclaim_all returns every in-flight token once and resets the ring", 
     CHECK(r.pop().st == status::empty);
     REQUIRE(r.add(s, 1, s + 1, 1, 7) == status::ok);
 }
+
+TEST_CASE("an invalid chain is refused as invalid even when the ring is full", "[ring][regression]") {
+    // Found by fuzz_used_ring: after add() learnt to check segments while writing them, a
+    // full ring answered busy to a chain with an empty segment, which a caller retries forever.
+    const ring_config c = cfg(2, false, false, false);
+    memory m(ring_region_bytes(c));
+    ring_t r;
+    REQUIRE(r.init(c, m.region()) == status::ok);
+    const sg_entry ok{0x1000, 16}, empty{0x2000, 0};
+    REQUIRE(r.add(&ok, 1, &ok, 1, 1) == status::ok);  // the ring is full
+    CHECK(r.add(&ok, 1, &empty, 1, 2) == status::invalid_argument);
+    CHECK(r.add(&empty, 1, nullptr, 0, 3) == status::invalid_argument);
+    const sg_entry huge[2] = {{0x1000, 0xffffffffu}, {0x2000, 0xffffffffu}};
+    CHECK(r.add(huge, 2, nullptr, 0, 4) == status::invalid_argument);  // more than 4 GiB
+    CHECK(r.add(&ok, 1, nullptr, 0, 5) == status::busy);
+}
