@@ -388,6 +388,12 @@ std::vector<named_seed> seeds() {
         ring_script s(0, false, false, false);
         s.add(0, 1).raw(0, 0, 16).bump(1).o(op::pop).add(0, 1).o(op::publish);
         put("regress-unpublished-return", s);
+        // Regression (fuzz_used_ring): a full ring answered busy to a chain with an empty
+        // segment, which a caller retries forever.
+        ring_script z(1, false, false, false);
+        z.add(1, 1);
+        z.u8(op::add).u8(0x60 | 1 | 1 << 2).u8(15).u8(15);  // 0x60: the first segment empty
+        put("regress-busy-before-invalid", z);
     }
     return out;
 }
