@@ -289,7 +289,8 @@ int main(int argc, char** argv) {
         fmt::print("  2 threads: skipped, one CPU\n");
     }
     fmt::print("ns_per_request_1t={:.1f} ns_per_request_1t_b1={:.1f} ns_per_request_2t={:.1f} "
-               "ns_per_request_2t_b1={:.1f} pingpong_ns={:.1f} instructions_per_request_1t={:.0f}\n",
-               a32.ns, a1.ns, b32, b1, pp, a32.instructions);
+               "ns_per_request_2t_b1={:.1f} pingpong_ns={:.1f} requests_per_s_1t={:.0f} requests_per_s_2t={:.0f} "
+               "instructions_per_request_1t={:.0f}\n",
+               a32.ns, a1.ns, b32, b1, pp, 1e9 / a32.ns, b32 > 0 ? 1e9 / b32 : -1.0, a32.instructions);
     return 0;
 }
