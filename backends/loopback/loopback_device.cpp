@@ -1,6 +1,9 @@
 // The loopback virtio-scsi device: registers, rings, SCSI target. See loopback_device.hpp.
 #include "loopback_device.hpp"
 
+#include <pthread.h>
+#include <sched.h>
+
 #include <algorithm>
 #include <atomic>
 
@@ -167,11 +170,17 @@ void device::write(unsigned bar, uint32_t off, unsigned width, uint32_t v) {
     if (!running_.load(std::memory_order_relaxed)) ++stats_.notifies;  // the device thread owns stats
 }
 
-void device::start_thread() {
+void device::start_thread(int cpu) {
     if (running_.exchange(true)) return;
     thread_ = std::thread([this] {
         while (running_.load(std::memory_order_relaxed)) step();
     });
+    if (cpu >= 0) {
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        CPU_SET(cpu, &set);
+        pthread_setaffinity_np(thread_.native_handle(), sizeof(set), &set);  // best effort
+    }
 }
 
 void device::stop_thread() {

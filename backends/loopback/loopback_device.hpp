@@ -154,7 +154,7 @@ public:
     // Run step() on a thread of its own, polling shared memory, as a real device would. Start
     // it after the driver has brought the device up; while it runs, the driver may only touch
     // the rings and the notify register.
-    void start_thread();
+    void start_thread(int cpu = -1);  // cpu >= 0: the thread runs on that CPU only
     void stop_thread();
     uint32_t release_held();         // complete every held command normally
     void set_needs_reset();          // DEVICE_NEEDS_RESET + config interrupt

@@ -20,6 +20,8 @@
 // --batch B runs only the one-thread case at batch B. Where perf_event_open gives no
 // hardware counters, tests/bench/instructions-per-request counts instructions with callgrind.
 #include <linux/perf_event.h>
+#include <pthread.h>
+#include <sched.h>
 #include <sys/ioctl.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -184,10 +186,23 @@ result_1t one_thread(uint32_t batch, uint64_t total) {
     return {double(t1 - t0) / double(h.n), ins < 0 ? -1.0 : double(ins) / double(h.n)};
 }
 
+// The CPUs the two threads run on (driver, device), when the machine has two or more: pinned,
+// as ringtest's --guest-affinity/--host-affinity, so the scheduler never stacks both polling
+// threads on one CPU.
+int driver_cpu = -1, device_cpu = -1;
+
+void pin_self(int cpu) {
+    if (cpu < 0) return;
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    pthread_setaffinity_np(pthread_self(), sizeof(set), &set);  // best effort
+}
+
 double two_threads(uint32_t batch, uint64_t total) {
     rig r;
     counting_handler h;
-    r.dev.start_thread();
+    r.dev.start_thread(device_cpu);
     uint64_t submitted = 0;
     auto round = [&](uint64_t want) {
         while (h.n < want) {
@@ -211,6 +226,7 @@ double two_threads(uint32_t batch, uint64_t total) {
 double pingpong(uint64_t rounds) {
     alignas(64) std::atomic<uint64_t> line{0};
     std::thread peer([&] {
+        pin_self(device_cpu);
         for (uint64_t i = 1; i <= rounds; ++i) {
             while (line.load(std::memory_order_acquire) != 2 * i - 1) {
             }
@@ -266,9 +282,14 @@ int main(int argc, char** argv) {
         return 0;
     }
     const unsigned cpus = std::thread::hardware_concurrency();
+    if (cpus >= 2) {
+        driver_cpu = 0;
+        device_cpu = 1;
+        pin_self(driver_cpu);
+    }
     fmt::print("vscsi ring benchmark: queue size 256, TEST UNIT READY through initiator + loopback device, "
-               "{} requests per case, {} CPUs\n",
-               total, cpus);
+               "{} requests per case, {} CPUs{}\n",
+               total, cpus, cpus >= 2 ? " (driver on CPU 0, device on CPU 1)" : "");
     const result_1t a1 = one_thread(1, total);
     const result_1t a32 = one_thread(32, total);
     fmt::print("  1 thread,  batch  1: {:7.1f} ns/request  {:6.2f} M requests/s  {}\n", a1.ns, 1e3 / a1.ns,
