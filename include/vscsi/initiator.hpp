@@ -521,6 +521,9 @@ private:
         r.indirect = c.use_indirect;
         r.indirect_tables = c.use_indirect ? uint16_t(c.slots < c.max_queue_size ? c.slots : c.max_queue_size) : 0;
         r.indirect_max = c.use_indirect ? uint16_t(c.max_segments + 2) : 0;
+        // Header, response and up to two data segments go direct while the ring has room:
+        // the device fetches no indirect table for them.
+        r.direct_max = c.use_indirect ? 4 : 0;
         return r;
     }
     static constexpr ring_config planned_small_ring(const initiator_config& c) {

@@ -68,6 +68,7 @@ struct ring_config {
     bool indirect = false;        // VIRTIO_RING_F_INDIRECT_DESC negotiated
     uint16_t indirect_tables = 0; // indirect tables preallocated in the region (<= size)
     uint16_t indirect_max = 0;    // descriptors per indirect table
+    uint16_t direct_max = 0;      // chains this short go direct while half the ring is free (0: never)
 };
 
 struct sg_entry {
@@ -355,8 +356,12 @@ private:
         return total <= (uint64_t(1) << 32) && writable <= 0xffffffffu;
     }
 
+    // With direct_max set, short chains go direct while at least half the ring is free: the
+    // device fetches one line less for them. Past that, and for longer chains, an indirect
+    // table keeps each chain to one ring descriptor, so the ring does not run out first.
     bool use_indirect(uint32_t n) const {
-        return cfg_.indirect && n > 1 && n <= cfg_.indirect_max && tables_free_ > 0;
+        if (!cfg_.indirect || n < 2 || n > cfg_.indirect_max || tables_free_ == 0) return false;
+        return n > cfg_.direct_max || num_free_ < n + cfg_.size / 2;
     }
 
     void release(uint16_t head) {

@@ -117,7 +117,8 @@ struct harness {
         for (const auto& s : out) any_zero |= s.len == 0;
         for (const auto& s : inb) any_zero |= s.len == 0;
         vscsi::status want;
-        const bool indirect = cfg.indirect && n > 1 && n <= cfg.indirect_max && free_tables() > 0;
+        const bool indirect = cfg.indirect && n > 1 && n <= cfg.indirect_max && free_tables() > 0 &&
+                              (n > cfg.direct_max || free_descriptors() < n + cfg.size / 2);
         if (peer->broken())
             want = vscsi::status::device_broken;
         else if (n == 0 || n > cfg.size || any_zero)
@@ -268,7 +269,8 @@ struct harness {
 // The ring's configuration: the first 3 bytes.
 //   0  size 1 << n%9; 16 legacy layout, 32 EVENT_IDX, 64 INDIRECT_DESC
 //   1  indirect tables (1 + n % size)
-//   2  descriptors per indirect table (1 + n % 8)
+//   2  descriptors per indirect table (1 + n % 8); chains that go direct while half the ring
+//      is free: up to (n >> 3) % 6 descriptors (0: none)
 vscsi::ring_config read_config(input& in) {
     const uint8_t b = in.u8();
     vscsi::ring_config c;
@@ -280,6 +282,7 @@ vscsi::ring_config read_config(input& in) {
     if (c.indirect) {
         c.indirect_tables = uint16_t(1 + t % c.size);
         c.indirect_max = uint16_t(1 + m % 8);
+        c.direct_max = uint16_t((m >> 3) % 6);
     }
     return c;
 }
