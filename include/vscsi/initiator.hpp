@@ -439,6 +439,15 @@ public:
         return pending;
     }
 
+    // True when some queue holds completions or events poll() has not reaped yet: lets a
+    // hybrid waiter spin a little before it enables interrupts and sleeps.
+    bool completions_pending() const {
+        if (state_ != initiator_state::running) return false;
+        for (uint16_t q = 0; q < nreq_; ++q)
+            if (req_[q].has_used()) return true;
+        return ctrlq_.has_used() || eventq_.has_used();
+    }
+
     initiator_state state() const { return state_; }
     const scsi_config_values& device_config() const { return dcfg_; }
     uint64_t features() const { return dev_.features(); }

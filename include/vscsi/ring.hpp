@@ -87,9 +87,9 @@ struct head_state {
     uint64_t added_in;   // 0: not in flight; else the publication epoch in which it was added
     uint32_t token;
     uint32_t writable;   // device-writable bytes of the chain
+    uint32_t readable;   // device-readable bytes of the chain (saturated at 2^32 - 1)
     uint16_t ndesc;      // descriptors the chain takes in the table
     uint16_t table;      // indirect table index, or no_table
-    uint32_t pad;
 };
 static_assert(sizeof(head_state) == 24, "head_state packing");
 inline constexpr uint16_t no_table = 0xffff;
@@ -230,6 +230,7 @@ public:
         ring_detail::head_state& h = heads_[head];
         h.token = token;
         h.writable = uint32_t(writable);
+        h.readable = total - writable > 0xffffffffu ? 0xffffffffu : uint32_t(total - writable);
         h.added_in = epoch_;  // in flight, not yet published
         ++in_flight_;
         avail_ring()[avail_idx_ & (cfg_.size - 1)].set(order_, head);
@@ -269,8 +270,12 @@ public:
         if (!h.added_in) return fail();  // not a head in flight: a middle descriptor or a duplicate
         if (h.added_in == epoch_) return fail();  // added but never published: the device cannot know it
         if (len > h.writable) {
-            if (!cfg_.legacy) return fail();
-            len = h.writable;  // legacy devices historically reported other lengths (checklist 48)
+            // Legacy devices historically reported other lengths (checklist 48), and QEMU's
+            // virtio-scsi reports the whole chain for a write (data-out plus response) on modern
+            // devices too: a length within the chain is clamped to what the device may write.
+            // One beyond the whole chain is a lie.
+            if (!cfg_.legacy && uint64_t(len) > uint64_t(h.writable) + h.readable) return fail();
+            len = h.writable;
         }
         const uint32_t token = h.token;
         release(uint16_t(id));
@@ -301,6 +306,10 @@ public:
         Platform::mb();  // [D]
         return order_.dev16(load16(used_idx_field())) != last_used_;
     }
+
+    // Has the device returned anything not yet popped? A peek for hybrid pollers deciding
+    // whether to keep spinning; it consumes nothing and orders nothing (pop() does).
+    bool has_used() const { return order_.dev16(load16(used_idx_field())) != last_used_; }
 
     template <class F>
     void reclaim_all(F&& on_token) {

@@ -9,7 +9,7 @@
 //   - publish() asks for a notification exactly when the device's avail_event or used flags
 //     say so (checklist 46);
 //   - pop() returns exactly the entries a careful reaper accepts, with their tokens and
-//     lengths (clamped on legacy), and the first lie latches the ring broken until
+//     lengths (clamped to the writable bytes), and the first lie latches the ring broken until
 //     reclaim_all(), which returns every token in flight once;
 //   - interrupt enable/disable write used_event / avail flags as the spec says, and enable
 //     reports completions already pending.

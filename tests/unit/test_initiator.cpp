@@ -827,3 +827,33 @@ TEST_CASE("stop completes everything in flight and resets the device", "[initiat
     CHECK(r.dev->status() == 0);
     CHECK(r.ini->state() == initiator_state::stopped);
 }
+
+TEST_CASE("completions_pending peeks at every queue without reaping", "[initiator]") {
+    rig<modern_t> r(opts(personality::modern));
+    r.dev->add_lun(0, 0, 64);
+    REQUIRE(r.start() == status::ok);
+    r.ini->poll(r.now, r.rec);
+    CHECK(!r.ini->completions_pending());
+    r.dev->fault().hold_next = 1;
+    const std::vector<uint8_t> cdb = tur();
+    io_request q{};
+    q.cdb = cdb.data();
+    q.cdb_len = 6;
+    REQUIRE(r.ini->submit(q, r.now).st == status::ok);
+    r.ini->kick();
+    r.dev->step();
+    CHECK(!r.ini->completions_pending());  // held by the device: nothing to reap
+    r.dev->release_held();
+    CHECK(r.ini->completions_pending());
+    CHECK(r.ini->completions_pending());  // still there: a peek consumes nothing
+    CHECK(r.rec.done.empty());
+    r.ini->poll(r.now, r.rec);
+    CHECK(r.rec.done.size() == 1);
+    CHECK(!r.ini->completions_pending());
+    // Events count too: a hot-plug notice waits in the event queue until poll() reaps it.
+    r.dev->add_lun(0, 1, 64);
+    r.dev->step();
+    CHECK(r.ini->completions_pending());
+    r.ini->poll(r.now, r.rec);
+    CHECK(!r.ini->completions_pending());
+}

@@ -326,8 +326,13 @@ TEST_CASE("flag-based suppression without EVENT_IDX", "[ring]") {
     CHECK(d.avail_flags() == vring::avail_f_no_interrupt);
     CHECK(!r.enable_interrupts());
     CHECK(d.avail_flags() == 0);
+    CHECK(!r.has_used());
     d.complete(d.take());
+    CHECK(r.has_used());  // a peek: it consumes nothing
+    CHECK(r.has_used());
     CHECK(r.enable_interrupts());
+    REQUIRE(r.pop().st == status::ok);
+    CHECK(!r.has_used());
 }
 
 TEST_CASE("reclaim_all returns every in-flight token once and resets the ring", "[ring]") {

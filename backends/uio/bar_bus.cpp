@@ -1,0 +1,139 @@
+#include "bar_bus.hpp"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <vscsi/pci.hpp>
+#if defined(__x86_64__) || defined(__i386__)
+#include <sys/io.h>
+#define VSCSI_HAVE_PORT_IO 1
+#endif
+
+namespace vscsi::uio {
+
+namespace {
+
+#ifdef VSCSI_HAVE_PORT_IO
+uint32_t port_in(uint16_t port, unsigned width) {
+    if (width == 1) return inb(port);
+    if (width == 2) return inw(port);
+    return inl(port);
+}
+void port_out(uint16_t port, unsigned width, uint32_t v) {
+    if (width == 1)
+        outb(uint8_t(v), port);
+    else if (width == 2)
+        outw(uint16_t(v), port);
+    else
+        outl(v, port);
+}
+#endif
+
+}  // namespace
+
+bool sysfs_bus::open(const host_paths& hp, const std::string& bdf, std::string& err) {
+    close();
+    const std::string dir = hp.pci_function(bdf);
+    config_fd_ = ::open((dir + "/config").c_str(), O_RDWR | O_CLOEXEC);
+    if (config_fd_ < 0) {
+        err = "cannot open " + dir + "/config: " + strerror(errno);
+        return false;
+    }
+    if (!read_bars(hp, bdf, res_)) {
+        err = "cannot read " + dir + "/resource";
+        return false;
+    }
+    for (unsigned i = 0; i < 6; ++i) {
+        const bar_resource& r = res_[i];
+        if (!r.present()) continue;
+        bar& b = bars_[i];
+        b.len = r.length();
+        const std::string file = dir + "/resource" + std::to_string(i);
+        if (r.mem()) {
+            const int fd = ::open(file.c_str(), O_RDWR | O_SYNC | O_CLOEXEC);
+            if (fd < 0) {
+                err = "cannot open " + file + ": " + strerror(errno);
+                return false;
+            }
+            void* p = mmap(nullptr, b.len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+            ::close(fd);  // the mapping stays
+            if (p == MAP_FAILED) {
+                err = "cannot map " + file + ": " + strerror(errno);
+                return false;
+            }
+            b.mmio = static_cast<volatile uint8_t*>(p);
+            continue;
+        }
+        b.io = true;
+#ifdef VSCSI_HAVE_PORT_IO
+        if (r.end < 0x10000 && ioperm(r.start, b.len, 1) == 0) {
+            b.ports = true;
+            b.port = uint16_t(r.start);
+            continue;
+        }
+#endif
+        b.fd = ::open(file.c_str(), O_RDWR | O_CLOEXEC);
+        if (b.fd < 0) {
+            err = "cannot open " + file + ": " + strerror(errno);
+            return false;
+        }
+    }
+    return true;
+}
+
+void sysfs_bus::close() {
+    for (bar& b : bars_) {
+        if (b.mmio) munmap(const_cast<uint8_t*>(b.mmio), b.len);
+        if (b.fd >= 0) ::close(b.fd);
+#ifdef VSCSI_HAVE_PORT_IO
+        if (b.ports) ioperm(b.port, b.len, 0);
+#endif
+        b = bar{};
+    }
+    if (config_fd_ >= 0) ::close(config_fd_);
+    config_fd_ = -1;
+}
+
+uint32_t sysfs_bus::read_slow(const bar& x, uint32_t off, unsigned width) {
+#ifdef VSCSI_HAVE_PORT_IO
+    if (x.ports) return port_in(uint16_t(x.port + off), width);
+#endif
+    uint32_t v = 0;
+    if (x.fd < 0 || pread(x.fd, &v, width, off) != ssize_t(width)) return ~0u;
+    return v;
+}
+
+void sysfs_bus::write_slow(const bar& x, uint32_t off, unsigned width, uint32_t v) {
+#ifdef VSCSI_HAVE_PORT_IO
+    if (x.ports) {
+        port_out(uint16_t(x.port + off), width, v);
+        return;
+    }
+#endif
+    if (x.fd >= 0) (void)!pwrite(x.fd, &v, width, off);
+}
+
+uint32_t sysfs_bus::config_read(uint32_t off, unsigned width) {
+    uint32_t v = 0;
+    if (config_fd_ < 0 || pread(config_fd_, &v, width, off) != ssize_t(width)) return ~0u >> (32 - 8 * width);
+    return v;
+}
+
+bool sysfs_bus::config_write8(uint32_t off, uint8_t v) { return config_fd_ >= 0 && pwrite(config_fd_, &v, 1, off) == 1; }
+
+bool sysfs_bus::config_write16(uint32_t off, uint16_t v) {
+    return config_fd_ >= 0 && pwrite(config_fd_, &v, 2, off) == 2;
+}
+
+bool sysfs_bus::set_bus_master(bool on) {
+    const uint16_t cmd = config_read16(pci_cfg::command);
+    const uint16_t want = on ? uint16_t(cmd | pci_cfg::command_bus_master) : uint16_t(cmd & ~pci_cfg::command_bus_master);
+    if (cmd == want) return true;
+    return config_write16(pci_cfg::command, want) &&
+           (config_read16(pci_cfg::command) & pci_cfg::command_bus_master) == (want & pci_cfg::command_bus_master);
+}
+
+}  // namespace vscsi::uio

@@ -1,0 +1,56 @@
+// One transport type for both virtio-pci interfaces, chosen at run time.
+//
+// The initiator is a template over its transport; a program that drives whichever interface
+// a device offers would otherwise instantiate everything twice. This forwards each call to
+// the legacy or the modern transport behind one well-predicted branch.
+#pragma once
+#include <stdint.h>
+
+#include <vscsi/pci.hpp>
+
+#include "bar_bus.hpp"
+
+namespace vscsi::uio {
+
+class pci_transport {
+public:
+    explicit pci_transport(sysfs_bus& bus) : legacy_(bus), modern_(bus) {}
+
+    // What the function offers. Call before use(); probing only reads registers.
+    bool probe_modern() { return modern_.probe() == status::ok; }
+    bool probe_legacy(bool io_bar0) { return io_bar0 && legacy_.probe() == status::ok; }
+    void use(bool legacy) { is_legacy_ = legacy; }
+
+    virtio_order order() const { return is_legacy_ ? legacy_.order() : modern_.order(); }
+    bool is_legacy() const { return is_legacy_; }
+    uint8_t get_status() { return is_legacy_ ? legacy_.get_status() : modern_.get_status(); }
+    void set_status(uint8_t s) { is_legacy_ ? legacy_.set_status(s) : modern_.set_status(s); }
+    void reset() { is_legacy_ ? legacy_.reset() : modern_.reset(); }
+    uint64_t device_features() { return is_legacy_ ? legacy_.device_features() : modern_.device_features(); }
+    void set_driver_features(uint64_t f) { is_legacy_ ? legacy_.set_driver_features(f) : modern_.set_driver_features(f); }
+    uint16_t num_queues() { return is_legacy_ ? legacy_.num_queues() : modern_.num_queues(); }
+    uint32_t queue_max_size(uint16_t q) { return is_legacy_ ? legacy_.queue_max_size(q) : modern_.queue_max_size(q); }
+    bool queue_size_settable() const { return is_legacy_ ? legacy_.queue_size_settable() : modern_.queue_size_settable(); }
+    status setup_queue(uint16_t q, uint32_t size, uint64_t desc, uint64_t avail, uint64_t used) {
+        return is_legacy_ ? legacy_.setup_queue(q, size, desc, avail, used) : modern_.setup_queue(q, size, desc, avail, used);
+    }
+    void disable_queue(uint16_t q) { is_legacy_ ? legacy_.disable_queue(q) : modern_.disable_queue(q); }
+    void notify(uint16_t q) { is_legacy_ ? legacy_.notify(q) : modern_.notify(q); }
+    uint8_t read_isr() { return is_legacy_ ? legacy_.read_isr() : modern_.read_isr(); }
+    uint8_t config_read8(uint32_t off) { return is_legacy_ ? legacy_.config_read8(off) : modern_.config_read8(off); }
+    uint16_t config_read16(uint32_t off) { return is_legacy_ ? legacy_.config_read16(off) : modern_.config_read16(off); }
+    uint32_t config_read32(uint32_t off) { return is_legacy_ ? legacy_.config_read32(off) : modern_.config_read32(off); }
+    void config_write32(uint32_t off, uint32_t v) { is_legacy_ ? legacy_.config_write32(off, v) : modern_.config_write32(off, v); }
+    bool has_config_generation() const { return is_legacy_ ? legacy_.has_config_generation() : modern_.has_config_generation(); }
+    uint8_t config_generation() { return is_legacy_ ? legacy_.config_generation() : modern_.config_generation(); }
+
+    legacy_pci<sysfs_bus>& legacy() { return legacy_; }
+    modern_pci<sysfs_bus>& modern() { return modern_; }
+
+private:
+    legacy_pci<sysfs_bus> legacy_;
+    modern_pci<sysfs_bus> modern_;
+    bool is_legacy_ = false;
+};
+
+}  // namespace vscsi::uio

@@ -1,0 +1,119 @@
+#include "session.hpp"
+
+#include <stdio.h>
+
+#include <fmt/core.h>
+
+namespace vscsi_uio {
+
+using namespace vscsi;
+using vscsi::uio::command_result;
+
+volatile bool g_stop = false;
+
+int fail(const std::string& msg, int code) {
+    fmt::print(stderr, "vscsi-uio: {}\n", msg);
+    return code;
+}
+
+bool open_device(const options& o, device_session& s, std::string& err, size_t data_bytes, uint16_t queues,
+                 uint16_t slots) {
+    uio::open_options oo;
+    oo.device = o.get("-d");
+    oo.irq = o.flags.count("--irq") != 0 || o.flags.count("--hybrid") != 0;
+    if (o.flags.count("--irq") && o.flags.count("--hybrid")) {
+        err = "--irq and --hybrid exclude each other";
+        return false;
+    }
+    // Hybrid: poll about as long as a command usually takes on a virtio-scsi device (tens of
+    // microseconds), then sleep on the interrupt.
+    if (o.flags.count("--hybrid")) oo.spin_ns = 50000;
+    if (o.flags.count("--legacy") && o.flags.count("--modern")) {
+        err = "--legacy and --modern exclude each other";
+        return false;
+    }
+    if (o.flags.count("--legacy")) oo.transport = uio::transport_choice::legacy;
+    if (o.flags.count("--modern")) oo.transport = uio::transport_choice::modern;
+    oo.data_bytes = data_bytes;
+    oo.queues = queues;
+    oo.slots = slots;
+    return s.ctl.open(oo, err);
+}
+
+// -t/-l as numbers (checked before any device is touched: a usage error).
+bool parse_lun_args(const options& o, std::string& err) {
+    uint64_t v = 0;
+    if (o.values.count("-t") && !parse_u64(o.get("-t"), 0, 255, v)) {
+        err = "-t must be a target number 0..255, not '" + o.get("-t") + "'";
+        return false;
+    }
+    if (o.values.count("-l") && !parse_u64(o.get("-l"), 0, max_lun_number, v)) {
+        err = "-l must be a LUN number 0..16383, not '" + o.get("-l") + "'";
+        return false;
+    }
+    return true;
+}
+
+// -t/-l (already checked by parse_lun_args), or the first LUN there is. With only one of
+// them given, the other is 0.
+bool pick_lun(const options& o, device_session& s, std::string& err) {
+    const bool has_t = o.values.count("-t"), has_l = o.values.count("-l");
+    if (!has_t && !has_l) return first_lun(s.ctl, s.target, s.lun, err);
+    uint64_t t = 0, l = 0;
+    if (has_t) parse_u64(o.get("-t"), 0, 255, t);
+    if (has_l) parse_u64(o.get("-l"), 0, max_lun_number, l);
+    s.target = uint8_t(t);
+    s.lun = uint16_t(l);
+    return true;
+}
+
+// Split a transfer in commands no larger than this (and no larger than the LUN allows).
+uint32_t chunk_blocks(const lun_info& li, size_t buffer_bytes) {
+    uint64_t blocks = buffer_bytes / li.cap.block_size;
+    if (blocks > (1u << 20) / li.cap.block_size) blocks = (1u << 20) / li.cap.block_size;  // 1 MiB
+    if (li.limits.valid && li.limits.max_transfer && blocks > li.limits.max_transfer) blocks = li.limits.max_transfer;
+    return blocks ? uint32_t(blocks) : 1;
+}
+
+bool usable_capacity(const lun_info& li, std::string& err) {
+    const uint32_t bs = li.cap.block_size;
+    if (li.cap.valid && bs >= 512 && bs <= 65536 && (bs & (bs - 1)) == 0 && li.cap.last_lba != ~0ull) return true;
+    err = fmt::format("{}:{} did not report a usable capacity (block size {})", li.target, li.lun, bs);
+    return false;
+}
+
+bool check_range(const lun_info& li, uint64_t lba, uint64_t count, std::string& err) {
+    const uint64_t blocks = li.cap.blocks();
+    if (count == 0) {
+        err = "--count must be at least 1";
+        return false;
+    }
+    if (lba >= blocks || count > blocks - lba) {
+        err = fmt::format("LBA range {}..{} is beyond the capacity of {}:{} ({} blocks of {} bytes)", lba,
+                          lba + count - 1, li.target, li.lun, blocks, li.cap.block_size);
+        return false;
+    }
+    return true;
+}
+
+bool transfer(device_session& s, const lun_info& li, bool write, uint64_t lba, uint32_t blocks, uint8_t* buf,
+              std::string& err) {
+    uint8_t cdb[16];
+    const uint32_t n = scsi::read_write(cdb, sizeof cdb, write, lba, blocks);
+    const command_result r = s.ctl.command(li.target, li.lun, cdb, n, write, buf, blocks * li.cap.block_size);
+    if (r.ok()) return true;
+    if (write && r.outcome == io_outcome::check_condition && r.si.key == scsi::key::data_protect) {
+        err = fmt::format("{}:{} is read-only: the write was refused (DATA PROTECT)", li.target, li.lun);
+        return false;
+    }
+    err = fmt::format("{} of LBA {}..{} failed: {}", write ? "WRITE" : "READ", lba, lba + blocks - 1, describe(r));
+    return false;
+}
+
+std::string size_text(uint64_t bytes) {
+    if (bytes >= (1ull << 30)) return fmt::format("{:.1f} GiB", double(bytes) / double(1ull << 30));
+    if (bytes >= (1ull << 20)) return fmt::format("{:.1f} MiB", double(bytes) / double(1ull << 20));
+    return fmt::format("{:.1f} KiB", double(bytes) / 1024.0);
+}
+
+}  // namespace vscsi_uio
