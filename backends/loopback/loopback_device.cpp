@@ -1,25 +1,44 @@
 // The loopback virtio-scsi device: registers, rings, SCSI target. See loopback_device.hpp.
 #include "loopback_device.hpp"
 
+#include <pthread.h>
+#include <sched.h>
+
 #include <algorithm>
 #include <atomic>
+
+#include "vscsi/endian.hpp"
 
 namespace vscsi::loopback {
 
 namespace {
 // Little-endian helpers for device-visible memory (the host is little-endian; legacy and
-// modern layouts therefore coincide byte for byte, see endian.hpp).
-uint16_t ld16(const uint8_t* p) { return uint16_t(p[0] | p[1] << 8); }
-uint32_t ld32(const uint8_t* p) { return uint32_t(ld16(p)) | uint32_t(ld16(p + 2)) << 16; }
-uint64_t ld64(const uint8_t* p) { return uint64_t(ld32(p)) | uint64_t(ld32(p + 4)) << 32; }
-void st16(uint8_t* p, uint16_t v) {
-    p[0] = uint8_t(v);
-    p[1] = uint8_t(v >> 8);
+// modern layouts therefore coincide byte for byte, see endian.hpp). memcpy: one unaligned
+// load or store each.
+static_assert(host_is_little_endian, "the loopback device assumes a little-endian host");
+inline uint16_t ld16(const uint8_t* p) {
+    uint16_t v;
+    memcpy(&v, p, 2);
+    return v;
 }
-void st32(uint8_t* p, uint32_t v) {
-    st16(p, uint16_t(v));
-    st16(p + 2, uint16_t(v >> 16));
+inline uint32_t ld32(const uint8_t* p) {
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
 }
+inline uint64_t ld64(const uint8_t* p) {
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return v;
+}
+inline void st16(uint8_t* p, uint16_t v) { memcpy(p, &v, 2); }
+inline void st32(uint8_t* p, uint32_t v) { memcpy(p, &v, 4); }
+// Ring indices the driver writes while the device thread reads them, and the other way:
+// read and written once, never torn (the ring parts are aligned, see map_ring()).
+inline uint16_t ld16_shared(const uint8_t* p) {
+    return __atomic_load_n(reinterpret_cast<const uint16_t*>(p), __ATOMIC_RELAXED);
+}
+inline void st16_shared(uint8_t* p, uint16_t v) { __atomic_store_n(reinterpret_cast<uint16_t*>(p), v, __ATOMIC_RELAXED); }
 uint32_t be32(const uint8_t* p) { return uint32_t(p[0]) << 24 | uint32_t(p[1]) << 16 | uint32_t(p[2]) << 8 | p[3]; }
 uint64_t be64(const uint8_t* p) { return uint64_t(be32(p)) << 32 | be32(p + 4); }
 uint16_t be16(const uint8_t* p) { return uint16_t(p[0] << 8 | p[1]); }
@@ -151,11 +170,17 @@ void device::write(unsigned bar, uint32_t off, unsigned width, uint32_t v) {
     if (!running_.load(std::memory_order_relaxed)) ++stats_.notifies;  // the device thread owns stats
 }
 
-void device::start_thread() {
+void device::start_thread(int cpu) {
     if (running_.exchange(true)) return;
     thread_ = std::thread([this] {
         while (running_.load(std::memory_order_relaxed)) step();
     });
+    if (cpu >= 0) {
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        CPU_SET(cpu, &set);
+        pthread_setaffinity_np(thread_.native_handle(), sizeof(set), &set);  // best effort
+    }
 }
 
 void device::stop_thread() {
@@ -448,42 +473,6 @@ void device::set_needs_reset() {
     isr_ |= 2;
 }
 
-// ---- memory ----
-uint16_t device::r16(uint64_t bus) {
-    const uint8_t* p = mem_.translate(bus, 2);
-    if (!p) {
-        set_needs_reset();
-        return 0;
-    }
-    return ld16(p);
-}
-uint32_t device::r32(uint64_t bus) {
-    const uint8_t* p = mem_.translate(bus, 4);
-    if (!p) {
-        set_needs_reset();
-        return 0;
-    }
-    return ld32(p);
-}
-uint64_t device::r64(uint64_t bus) {
-    const uint8_t* p = mem_.translate(bus, 8);
-    if (!p) {
-        set_needs_reset();
-        return 0;
-    }
-    return ld64(p);
-}
-void device::w16(uint64_t bus, uint16_t v) {
-    uint8_t* p = mem_.translate(bus, 2);
-    if (!p) return set_needs_reset();
-    st16(p, v);
-}
-void device::w32(uint64_t bus, uint32_t v) {
-    uint8_t* p = mem_.translate(bus, 4);
-    if (!p) return set_needs_reset();
-    st32(p, v);
-}
-
 // ---- rings ----
 bool device::walk_chain(queue& q, uint16_t head, chain& c) {
     c = chain{head, 0, 0, 0, 0};
@@ -494,8 +483,9 @@ bool device::walk_chain(queue& q, uint16_t head, chain& c) {
     uint16_t idx = head;
     bool indirect = false;
     bool seen_write = false;
-    // The whole table is translated once; every index below is checked against its length.
-    const uint8_t* tbl = mem_.translate(table, 16ull * table_len);
+    // The whole table is translated once (the ring's own when it was mapped); every index
+    // below is checked against its length.
+    const uint8_t* tbl = q.desc_p ? q.desc_p : mem_.translate(table, 16ull * table_len);
     if (!tbl) {
         violation("descriptor table outside DMA memory");
         set_needs_reset();
@@ -554,20 +544,45 @@ bool device::walk_chain(queue& q, uint16_t head, chain& c) {
     return true;
 }
 
+// The ring's three parts as host pointers, looked up once per queue set-up rather than on
+// every access. A ring outside DMA memory needs a reset, as any access outside it does.
+bool device::map_ring_parts(queue& q) {
+    if ((q.desc & 15) || (q.avail & 1) || (q.used & 3)) {
+        violation("ring parts misaligned (checklist 39)");
+        set_needs_reset();
+        return false;
+    }
+    uint8_t* d = mem_.translate(q.desc, 16ull * q.size);
+    uint8_t* a = mem_.translate(q.avail, 6 + 2ull * q.size);
+    uint8_t* u = mem_.translate(q.used, 6 + 8ull * q.size);
+    if (!d || !a || !u) {
+        set_needs_reset();
+        return false;
+    }
+    q.desc_p = d;
+    q.avail_p = a;
+    q.used_p = u;
+    return true;
+}
+
 bool device::pop_chain(uint16_t qi, chain& c) {
     queue& q = queues_[qi];
-    if (!q.enabled || needs_reset_) return false;
-    const uint16_t avail_idx = r16(q.avail + 2);
-    if (needs_reset_ || avail_idx == q.last_avail) return false;
+    if (!q.enabled || needs_reset_ || !map_ring(q)) return false;
+    const uint16_t avail_idx = ld16_shared(q.avail_p + 2);
+    if (avail_idx == q.last_avail) return false;
     if (uint16_t(avail_idx - q.last_avail) > q.size) {
         violation("avail index moved by more than the queue size");
         set_needs_reset();
         return false;
     }
     std::atomic_thread_fence(std::memory_order_acquire);
-    const uint16_t head = r16(q.avail + 4 + 2ull * (q.last_avail % q.size));
+    const uint16_t head = ld16(q.avail_p + 4 + 2 * (q.last_avail & (q.size - 1)));
     ++q.last_avail;
-    if (driver_features_ & feature::bit(feature::ring_event_idx)) w16(q.used + 4 + 8ull * q.size, q.last_avail);
+    // Tell the driver where to notify next, as a device woken by notifications does. The
+    // device thread polls instead: it leaves avail_event alone, so the driver's notify
+    // decision reads a line nobody is writing.
+    if ((driver_features_ & feature::bit(feature::ring_event_idx)) && !running_.load(std::memory_order_relaxed))
+        st16_shared(q.used_p + 4 + 8 * q.size, q.last_avail);
     if (head >= q.size) {
         violation("avail ring names a descriptor past the table");
         set_needs_reset();
@@ -591,7 +606,7 @@ void device::push_used(uint16_t qi, uint16_t head, uint32_t len) {
             id = q.size + 7;
         } else if (faults_.lie_middle_id) {
             faults_.lie_middle_id = false;
-            id = r16(q.desc + 16ull * head + 14);  // the next descriptor of the chain: not a head
+            id = map_ring(q) ? ld16(q.desc_p + 16 * head + 14) : 0;  // the next descriptor: not a head
         }
         if (faults_.lie_bad_len) {
             faults_.lie_bad_len = false;
@@ -606,14 +621,15 @@ void device::push_used(uint16_t qi, uint16_t head, uint32_t len) {
             q.used_idx = uint16_t(q.used_idx + q.size + 1);
         }
     }
+    if (!map_ring(q)) return;
     for (int k = 0; k < (duplicate ? 2 : 1); ++k) {
-        const uint64_t e = q.used + 4 + 8ull * (q.used_idx % q.size);
-        w32(e, id);
-        w32(e + 4, len);
+        uint8_t* e = q.used_p + 4 + 8 * (q.used_idx & (q.size - 1));
+        st32(e, id);
+        st32(e + 4, len);
         ++q.used_idx;
     }
     std::atomic_thread_fence(std::memory_order_release);
-    w16(q.used + 2, q.used_idx);
+    st16_shared(q.used_p + 2, q.used_idx);
 }
 
 void device::interrupt(uint16_t qi) {
@@ -621,10 +637,10 @@ void device::interrupt(uint16_t qi) {
     std::atomic_thread_fence(std::memory_order_seq_cst);
     bool fire;
     if (driver_features_ & feature::bit(feature::ring_event_idx)) {
-        const uint16_t used_event = r16(q.avail + 4 + 2ull * q.size);
+        const uint16_t used_event = map_ring(q) ? ld16_shared(q.avail_p + 4 + 2 * q.size) : 0;
         fire = !q.signalled_valid || need_event(used_event, q.used_idx, q.signalled_used);
     } else {
-        fire = !(r16(q.avail) & 1);
+        fire = !map_ring(q) || !(ld16_shared(q.avail_p) & 1);
     }
     q.signalled_used = q.used_idx;
     q.signalled_valid = true;
@@ -836,9 +852,13 @@ void device::set_sense(uint8_t* sense, uint32_t& len, uint8_t key, uint8_t asc, 
 
 void device::complete_cmd(uint16_t qi, uint16_t head, uint8_t response, uint8_t status, const uint8_t* sense,
                           uint32_t sense_len, uint32_t residual, uint32_t data_written) {
-    uint8_t hdr[12 + 256];
     const uint32_t resp_len = 12 + sense_size_;
-    memset(hdr, 0, sizeof(hdr));
+    const uint32_t n = std::min<uint32_t>(resp_len, 12 + 256);  // the header and the sense it writes
+    // Built where it goes when the first writable descriptor holds it (always, from this
+    // project's driver), else staged and scattered.
+    uint8_t staged[12 + 256];
+    const bool in_place = iov_write_ && iovs_[iov_read_].len >= n;
+    uint8_t* hdr = in_place ? iovs_[iov_read_].p : staged;
     const uint32_t sl = std::min(sense_len, sense_size_);
     st32(hdr, sl);
     st32(hdr + 4, residual);
@@ -850,10 +870,13 @@ void device::complete_cmd(uint16_t qi, uint16_t head, uint8_t response, uint8_t 
         faults_.lie_sense_len = false;
         st32(hdr, 0xffffu);
     }
+    st16(hdr + 8, 0);  // status qualifier
     hdr[10] = status;
     hdr[11] = response;
-    if (sl) memcpy(hdr + 12, sense, std::min<uint32_t>(sl, sizeof(hdr) - 12));
-    copy_to_writable(0, hdr, std::min<uint32_t>(resp_len, sizeof(hdr)));
+    const uint32_t copied = std::min<uint32_t>(sl, n - 12);
+    if (copied) memcpy(hdr + 12, sense, copied);
+    memset(hdr + 12 + copied, 0, n - 12 - copied);
+    if (!in_place) copy_to_writable(0, staged, n);
     push_used(qi, head, resp_len + data_written);
 }
 
@@ -867,8 +890,14 @@ void device::process_request(uint16_t qi, const chain& c) {
         return;
     }
     ++stats_.commands;
-    uint8_t hdr[19 + 8 + 256];
-    copy_from_readable(hdr, 0, req_len);
+    // The header is read where it lies when one descriptor holds it (it always does from
+    // this project's driver), else gathered.
+    uint8_t gathered[19 + 8 + 256];
+    const uint8_t* hdr = gathered;
+    if (iov_read_ && iovs_[0].len >= req_len)
+        hdr = iovs_[0].p;
+    else
+        copy_from_readable(gathered, 0, req_len);
     const uint64_t tag = ld64(hdr + 8);
     const uint8_t* cdb = hdr + 19 + (pi ? 8 : 0);
     const uint64_t out_off = req_len, out_len = c.read_bytes - req_len;
@@ -956,12 +985,12 @@ void device::execute_scsi(lun_store* l, bool lun_exists, const uint8_t* cdb, uin
         l->unit_attention = false;
         return check(sense_unit_attention, l->ua_asc, l->ua_ascq);
     }
-    uint8_t buf[512];
-    memset(buf, 0, sizeof(buf));
+    uint8_t buf[512];  // reply data: each case that uses it clears it first
     switch (op) {
         case 0x00:  // TEST UNIT READY
             return;
         case 0x03: {  // REQUEST SENSE
+            memset(buf, 0, sizeof(buf));
             uint32_t n = 18;
             if (!lun_exists) {
                 set_sense(buf, n, sense_illegal_request, 0x25, 0);
@@ -974,6 +1003,7 @@ void device::execute_scsi(lun_store* l, bool lun_exists, const uint8_t* cdb, uin
             return reply(buf, n, cdb[4]);
         }
         case 0x12: {  // INQUIRY
+            memset(buf, 0, sizeof(buf));
             const uint32_t alloc = be16(cdb + 3);
             if (cdb[1] & 1) {
                 if (!l) return check(sense_illegal_request, 0x24, 0x00);
@@ -1019,12 +1049,14 @@ void device::execute_scsi(lun_store* l, bool lun_exists, const uint8_t* cdb, uin
             return reply(buf, 36, alloc);
         }
         case 0x25: {  // READ CAPACITY(10)
+            memset(buf, 0, sizeof(buf));
             const uint64_t last = l->info.blocks - 1;
             sbe32(buf, last > 0xffffffffull ? 0xffffffffu : uint32_t(last));
             sbe32(buf + 4, l->info.block_size);
             return reply(buf, 8, 8);
         }
         case 0x9e:  // SERVICE ACTION IN(16)
+            memset(buf, 0, sizeof(buf));
             if ((cdb[1] & 0x1f) != 0x10) return check(sense_illegal_request, 0x24, 0x00);
             sbe64(buf, l->info.blocks - 1);
             sbe32(buf + 8, l->info.block_size);
@@ -1058,6 +1090,7 @@ void device::execute_scsi(lun_store* l, bool lun_exists, const uint8_t* cdb, uin
         case 0x1b:  // START STOP UNIT
             return;
         case 0xa0: {  // REPORT LUNS
+            memset(buf, 0, sizeof(buf));
             const uint32_t alloc = be32(cdb + 6);
             if (alloc < 16) return check(sense_illegal_request, 0x24, 0x00);
             uint32_t n = 8;
@@ -1074,6 +1107,7 @@ void device::execute_scsi(lun_store* l, bool lun_exists, const uint8_t* cdb, uin
         }
         case 0x1a:
         case 0x5a: {  // MODE SENSE(6/10)
+            memset(buf, 0, sizeof(buf));
             const bool ten = op == 0x5a;
             const uint8_t page = cdb[2] & 0x3f;
             const uint32_t alloc = ten ? be16(cdb + 7) : cdb[4];

@@ -154,7 +154,7 @@ public:
     // Run step() on a thread of its own, polling shared memory, as a real device would. Start
     // it after the driver has brought the device up; while it runs, the driver may only touch
     // the rings and the notify register.
-    void start_thread();
+    void start_thread(int cpu = -1);  // cpu >= 0: the thread runs on that CPU only
     void stop_thread();
     uint32_t release_held();         // complete every held command normally
     void set_needs_reset();          // DEVICE_NEEDS_RESET + config interrupt
@@ -188,6 +188,9 @@ private:
     struct queue {
         uint32_t size = 0;
         uint32_t max = 0;
+        uint8_t* desc_p = nullptr;   // host addresses of the ring parts, once mapped
+        uint8_t* avail_p = nullptr;
+        uint8_t* used_p = nullptr;
         bool enabled = false;
         uint64_t desc = 0, avail = 0, used = 0;
         uint16_t last_avail = 0;
@@ -243,12 +246,9 @@ private:
     void do_reset();
     void violation(const std::string& what);
     bool modern_features() const { return (driver_features_ >> feature::version_1) & 1; }
-    uint16_t r16(uint64_t bus);
-    uint32_t r32(uint64_t bus);
-    uint64_t r64(uint64_t bus);
-    void w16(uint64_t bus, uint16_t v);
-    void w32(uint64_t bus, uint32_t v);
 
+    bool map_ring(queue& q) { return q.desc_p || map_ring_parts(q); }
+    bool map_ring_parts(queue& q);
     bool pop_chain(uint16_t qi, chain& c);
     bool walk_chain(queue& q, uint16_t head, chain& c);
     void push_used(uint16_t qi, uint16_t head, uint32_t len);

@@ -225,6 +225,7 @@ public:
         mem_ = mem;
         lay_ = l;
         slots_ = reinterpret_cast<slot*>(at(l.slots));
+        slot_dma_ = reinterpret_cast<slot_dma*>(at(l.slot_dma));
         ctrl_ = reinterpret_cast<ctrl_slot*>(at(l.ctrl_state));
         free_stack_ = reinterpret_cast<uint16_t*>(at(l.free_stack));
         lun_load_ = reinterpret_cast<uint16_t*>(at(l.lun_load));
@@ -261,15 +262,20 @@ public:
         slot_dma& d = dma_of(idx);
         const uint64_t tag = (uint64_t(seq_++) << 16) | idx;
 
-        // Request header. Bytes past the CDB are zero so the device sees a clean cdb_size field.
+        // Request header: LUN, tag, task attribute, priority and CRN 0 (checklist 7), the PI
+        // counts if negotiated, the CDB, and zeros up to cdb_size so the device sees a clean
+        // field. The buffer has room for CdbSize bytes after the PI counts, so the CDB area is
+        // cleared with fixed-size stores.
         uint8_t* hdr = d.req;
-        __builtin_memset(hdr, 0, req_bytes_);
         const lun_address la = make_lun(r.target, r.lun);
-        for (int i = 0; i < 8; ++i) hdr[i] = la.bytes[i];
+        __builtin_memcpy(hdr, la.bytes, 8);
         virtio64 tagf;
         tagf.set(order_, tag);
         __builtin_memcpy(hdr + 8, &tagf, 8);
         hdr[16] = uint8_t(r.attr);
+        hdr[17] = 0;
+        hdr[18] = 0;
+        __builtin_memset(hdr + 19, 0, 8 + CdbSize);
         uint8_t* cdb = hdr + 19;
         if (pi_) {
             virtio32 po, pin;
@@ -492,6 +498,7 @@ private:
         uint8_t req[align_up(cmd_req_bytes(CdbSize, true), 16)];
         uint8_t resp[align_up(cmd_resp_bytes(SenseSize), 16)];
     };
+    static_assert(sizeof(slot_dma::req) >= 19 + 8 + CdbSize, "submit() clears 8 + CdbSize bytes after the task attributes");
     struct ctrl_dma {
         tmf_req tmf;
         tmf_resp tmf_r;
@@ -523,6 +530,9 @@ private:
         r.indirect = c.use_indirect;
         r.indirect_tables = c.use_indirect ? uint16_t(c.slots < c.max_queue_size ? c.slots : c.max_queue_size) : 0;
         r.indirect_max = c.use_indirect ? uint16_t(c.max_segments + 2) : 0;
+        // Header, response and up to two data segments go direct while the ring has room:
+        // the device fetches no indirect table for them.
+        r.direct_max = c.use_indirect ? 4 : 0;
         return r;
     }
     static constexpr ring_config planned_small_ring(const initiator_config& c) {
@@ -572,7 +582,7 @@ private:
     }
 
     uint8_t* at(size_t off) const { return static_cast<uint8_t*>(mem_.virt) + off; }
-    slot_dma& dma_of(uint16_t i) const { return reinterpret_cast<slot_dma*>(at(lay_.slot_dma))[i]; }
+    slot_dma& dma_of(uint16_t i) const { return slot_dma_[i]; }
     ctrl_dma& ctrl_dma_of(uint16_t i) const { return reinterpret_cast<ctrl_dma*>(at(lay_.ctrl_dma))[i]; }
     uint8_t* event_buf(uint16_t i) const { return at(lay_.events) + size_t(i) * event_buffer_bytes; }
 
@@ -1109,6 +1119,7 @@ private:
     split_ring<Platform> eventq_{};
     split_ring<Platform> req_[MaxQueues]{};
     slot* slots_ = nullptr;
+    slot_dma* slot_dma_ = nullptr;
     ctrl_slot* ctrl_ = nullptr;
     uint16_t* free_stack_ = nullptr;
     uint16_t* lun_load_ = nullptr;

@@ -68,6 +68,7 @@ struct ring_config {
     bool indirect = false;        // VIRTIO_RING_F_INDIRECT_DESC negotiated
     uint16_t indirect_tables = 0; // indirect tables preallocated in the region (<= size)
     uint16_t indirect_max = 0;    // descriptors per indirect table
+    uint16_t direct_max = 0;      // chains this short go direct while half the ring is free (0: never)
 };
 
 struct sg_entry {
@@ -83,20 +84,18 @@ struct used_completion {
 namespace ring_detail {
 // Private per-head shadow: what the driver posted, never read back from device memory.
 struct head_state {
+    uint64_t added_in;   // 0: not in flight; else the publication epoch in which it was added
     uint32_t token;
     uint32_t writable;   // device-writable bytes of the chain
     uint32_t readable;   // device-readable bytes of the chain (saturated at 2^32 - 1)
     uint16_t ndesc;      // descriptors the chain takes in the table
     uint16_t table;      // indirect table index, or no_table
-    uint8_t in_flight;
-    uint8_t published;   // the device can have seen it: published() covered it
-    uint8_t pad[2];
 };
-static_assert(sizeof(head_state) == 20, "head_state packing");
+static_assert(sizeof(head_state) == 24, "head_state packing");
 inline constexpr uint16_t no_table = 0xffff;
 
 struct layout {
-    size_t desc, avail, used, indirect, heads, next, tables, added, total;
+    size_t desc, avail, used, indirect, heads, next, tables, total;
 };
 
 constexpr bool config_valid(const ring_config& c) {
@@ -126,8 +125,6 @@ constexpr layout layout_of(const ring_config& c) {
     off += sizeof(uint16_t) * c.size;
     l.tables = off;
     off += sizeof(uint16_t) * (c.indirect ? c.indirect_tables : 0);
-    l.added = off;
-    off += sizeof(uint16_t) * c.size;
     l.total = align_up(off, 16);
     return l;
 }
@@ -179,36 +176,43 @@ public:
         if (n64 == 0 || n64 > cfg_.size) return status::invalid_argument;  // checklist 42
         if ((n_out && !out) || (n_in && !in)) return status::invalid_argument;
         const uint32_t n = uint32_t(n64);
+        const bool indirect = use_indirect(n);
+        // A chain that can never be added is refused as such, not as busy: the caller would
+        // retry it forever.
+        if (num_free_ < (indirect ? 1 : n)) return segments_valid(out, n_out, in, n_in) ? status::busy : status::invalid_argument;
+
+        // Segments are checked as their descriptors are written: until the avail ring names
+        // the chain, those are free entries (or a free indirect table) that nobody reads, so a
+        // refused chain leaves nothing behind.
+        vring::desc* const table = indirect ? indirect_table(tables_[tables_free_ - 1]) : nullptr;
+        uint16_t idx = free_head_;  // direct chains: walk the free list without taking from it yet
         uint64_t total = 0;
         uint64_t writable = 0;
-        for (uint32_t i = 0; i < n_out; ++i) {
-            if (out[i].len == 0) return status::invalid_argument;
-            total += out[i].len;
-        }
-        for (uint32_t i = 0; i < n_in; ++i) {
-            if (in[i].len == 0) return status::invalid_argument;
-            total += in[i].len;
-            writable += in[i].len;
+        for (uint32_t i = 0; i < n; ++i) {
+            const bool is_out = i < n_out;
+            const sg_entry& sg = is_out ? out[i] : in[i - n_out];
+            if (sg.len == 0) return status::invalid_argument;
+            total += sg.len;
+            if (!is_out) writable += sg.len;
+            const bool more = i + 1 < n;
+            vring::desc& d = indirect ? table[i] : descs()[idx];
+            const uint16_t next = indirect ? uint16_t(i + 1) : next_[idx];
+            d.addr.set(order_, sg.addr);
+            d.len.set(order_, sg.len);
+            // Readable first, then writable (checklist 41); the caller's order guarantees it.
+            d.flags.set(order_, uint16_t((is_out ? 0 : vring::desc_f_write) | (more ? vring::desc_f_next : 0)));
+            d.next.set(order_, more ? next : uint16_t(0));
+            idx = next;
         }
         if (total > (uint64_t(1) << 32)) return status::invalid_argument;  // checklist 42
         if (writable > 0xffffffffu) return status::invalid_argument;
 
         uint16_t head;
-        if (use_indirect(n)) {
-            if (num_free_ < 1) return status::busy;
-            head = take_free(1);
+        if (indirect) {
+            head = free_head_;
+            free_head_ = next_[head];
+            num_free_ -= 1;
             const uint16_t t = tables_[--tables_free_];
-            vring::desc* table = indirect_table(t);
-            for (uint32_t i = 0; i < n; ++i) {
-                const bool is_out = i < n_out;
-                const sg_entry& s = is_out ? out[i] : in[i - n_out];
-                uint16_t flags = is_out ? 0 : vring::desc_f_write;
-                if (i + 1 < n) flags |= vring::desc_f_next;
-                table[i].addr.set(order_, s.addr);
-                table[i].len.set(order_, s.len);
-                table[i].flags.set(order_, flags);
-                table[i].next.set(order_, uint16_t(i + 1 < n ? i + 1 : 0));
-            }
             vring::desc& d = descs()[head];
             d.addr.set(order_, mem_.bus_of(table));
             d.len.set(order_, uint32_t(n * sizeof(vring::desc)));
@@ -217,25 +221,9 @@ public:
             heads_[head].ndesc = 1;
             heads_[head].table = t;
         } else {
-            if (n > num_free_) {
-                // A chain that can never fit directly and cannot go indirect is a caller error.
-                if (n > cfg_.size) return status::invalid_argument;
-                return status::busy;
-            }
-            head = take_free(n);
-            uint16_t idx = head;
-            for (uint32_t i = 0; i < n; ++i) {
-                const bool is_out = i < n_out;
-                const sg_entry& s = is_out ? out[i] : in[i - n_out];
-                uint16_t flags = is_out ? 0 : vring::desc_f_write;  // readable first (checklist 41)
-                if (i + 1 < n) flags |= vring::desc_f_next;
-                vring::desc& d = descs()[idx];
-                d.addr.set(order_, s.addr);
-                d.len.set(order_, s.len);
-                d.flags.set(order_, flags);
-                d.next.set(order_, i + 1 < n ? next_[idx] : uint16_t(0));
-                idx = next_[idx];
-            }
+            head = free_head_;
+            free_head_ = idx;  // the first free descriptor after the chain
+            num_free_ -= n;
             heads_[head].ndesc = uint16_t(n);
             heads_[head].table = ring_detail::no_table;
         }
@@ -243,19 +231,18 @@ public:
         h.token = token;
         h.writable = uint32_t(writable);
         h.readable = total - writable > 0xffffffffu ? 0xffffffffu : uint32_t(total - writable);
-        h.in_flight = 1;
+        h.added_in = epoch_;  // in flight, not yet published
         ++in_flight_;
-        h.published = 0;
         avail_ring()[avail_idx_ & (cfg_.size - 1)].set(order_, head);
-        added_[avail_idx_ & (cfg_.size - 1)] = head;  // our own copy: never read back from the ring
         ++avail_idx_;  // free-running: never decremented (checklist 44)
         return status::ok;
     }
 
     bool publish() {
         if (avail_idx_ == published_idx_) return false;
-        // From here on the device may return these chains; before, it cannot have seen them.
-        for (uint16_t i = published_idx_; i != avail_idx_; ++i) heads_[added_[i & (cfg_.size - 1)]].published = 1;
+        // Chains added before now are the device's to return from here on; before, it cannot
+        // have seen them. A 64-bit epoch never wraps.
+        ++epoch_;
         Platform::wmb();  // [A]
         store16(avail_idx_field(), order_.dev16(avail_idx_));
         Platform::mb();  // [B]
@@ -280,8 +267,8 @@ public:
         uint32_t len = e.len.get(order_);
         if (id >= cfg_.size) return fail();
         ring_detail::head_state& h = heads_[id];
-        if (!h.in_flight) return fail();  // not a head in flight: a middle descriptor or a duplicate
-        if (!h.published) return fail();  // added but never published: the device cannot know it
+        if (!h.added_in) return fail();  // not a head in flight: a middle descriptor or a duplicate
+        if (h.added_in == epoch_) return fail();  // added but never published: the device cannot know it
         if (len > h.writable) {
             // Legacy devices historically reported other lengths (checklist 48), and QEMU's
             // virtio-scsi reports the whole chain for a write (data-out plus response) on modern
@@ -327,14 +314,14 @@ public:
     template <class F>
     void reclaim_all(F&& on_token) {
         for (uint32_t i = 0; i < cfg_.size; ++i) {
-            if (heads_[i].in_flight) on_token(heads_[i].token);
+            if (heads_[i].added_in) on_token(heads_[i].token);
         }
         reset_state();
     }
 
     bool token_in_flight(uint32_t token) const {
         for (uint32_t i = 0; i < cfg_.size; ++i)
-            if (heads_[i].in_flight && heads_[i].token == token) return true;
+            if (heads_[i].added_in && heads_[i].token == token) return true;
         return false;
     }
 
@@ -363,18 +350,27 @@ private:
     static uint16_t load16(const uint16_t* p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
     static void store16(uint16_t* p, uint16_t v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }
 
-    bool use_indirect(uint32_t n) const {
-        return cfg_.indirect && n > 1 && n <= cfg_.indirect_max && tables_free_ > 0;
+    // Non-empty segments, at most 4 GiB in all (checklist 42), at most 4 GiB device-writable.
+    static bool segments_valid(const sg_entry* out, uint32_t n_out, const sg_entry* in, uint32_t n_in) {
+        uint64_t total = 0, writable = 0;
+        for (uint32_t i = 0; i < n_out; ++i) {
+            if (out[i].len == 0) return false;
+            total += out[i].len;
+        }
+        for (uint32_t i = 0; i < n_in; ++i) {
+            if (in[i].len == 0) return false;
+            total += in[i].len;
+            writable += in[i].len;
+        }
+        return total <= (uint64_t(1) << 32) && writable <= 0xffffffffu;
     }
 
-    // Take n descriptors off the private free list; they stay linked by next_[].
-    uint16_t take_free(uint32_t n) {
-        const uint16_t head = free_head_;
-        uint16_t idx = head;
-        for (uint32_t i = 1; i < n; ++i) idx = next_[idx];
-        free_head_ = next_[idx];
-        num_free_ -= n;
-        return head;
+    // With direct_max set, short chains go direct while at least half the ring is free: the
+    // device fetches one line less for them. Past that, and for longer chains, an indirect
+    // table keeps each chain to one ring descriptor, so the ring does not run out first.
+    bool use_indirect(uint32_t n) const {
+        if (!cfg_.indirect || n < 2 || n > cfg_.indirect_max || tables_free_ == 0) return false;
+        return n > cfg_.direct_max || num_free_ < n + cfg_.size / 2;
     }
 
     void release(uint16_t head) {
@@ -385,7 +381,7 @@ private:
         free_head_ = head;
         num_free_ += h.ndesc;
         if (h.table != ring_detail::no_table) tables_[tables_free_++] = h.table;
-        h.in_flight = 0;
+        h.added_in = 0;
         --in_flight_;
     }
 
@@ -400,7 +396,6 @@ private:
         heads_ = reinterpret_cast<ring_detail::head_state*>(b + lay_.heads);
         next_ = reinterpret_cast<uint16_t*>(b + lay_.next);
         tables_ = reinterpret_cast<uint16_t*>(b + lay_.tables);
-        added_ = reinterpret_cast<uint16_t*>(b + lay_.added);
         for (uint32_t i = 0; i < cfg_.size; ++i) {
             next_[i] = uint16_t((i + 1) & (cfg_.size - 1));
             heads_[i].table = ring_detail::no_table;
@@ -413,6 +408,7 @@ private:
         in_flight_ = 0;
         avail_idx_ = 0;
         published_idx_ = 0;
+        epoch_ = 1;
         last_used_ = 0;
         irq_enabled_ = true;
         broken_ = false;
@@ -425,7 +421,7 @@ private:
     ring_detail::head_state* heads_ = nullptr;
     uint16_t* next_ = nullptr;
     uint16_t* tables_ = nullptr;
-    uint16_t* added_ = nullptr;  // head of each avail slot, as we wrote it
+    uint64_t epoch_ = 1;  // publications so far, plus one: chains added since carry it
     uint32_t num_free_ = 0;
     uint32_t in_flight_ = 0;
     uint16_t tables_free_ = 0;

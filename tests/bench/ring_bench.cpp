@@ -15,8 +15,13 @@
 // Instructions per request come from perf_event_open where the machine allows it.
 // The last line is machine-readable.
 //
-//   vscsi-ring-bench [--requests N] [--one-thread]
+//   vscsi-ring-bench [--requests N] [--one-thread] [--batch B]
+//
+// --batch B runs only the one-thread case at batch B. Where perf_event_open gives no
+// hardware counters, tests/bench/instructions-per-request counts instructions with callgrind.
 #include <linux/perf_event.h>
+#include <pthread.h>
+#include <sched.h>
 #include <sys/ioctl.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -112,6 +117,7 @@ struct rig {
             exit(1);
         }
         cdb_len = scsi::test_unit_ready(cdb, sizeof(cdb));
+        ini.disable_interrupts();  // a polling driver asks for no interrupts
         // Consume the power-on unit attention.
         counting_handler h;
         submit(1);
@@ -148,6 +154,17 @@ struct result_1t {
     double instructions;
 };
 
+// The measured loop, on its own so callgrind can count just it (--toggle-collect, see
+// tests/bench/instructions-per-request).
+__attribute__((noinline)) void measured_rounds(rig& r, counting_handler& h, uint32_t batch, uint64_t total) {
+    while (h.n < total) {
+        r.submit(batch);
+        r.ini.kick();
+        r.dev.step();
+        r.ini.poll(0, h);
+    }
+}
+
 result_1t one_thread(uint32_t batch, uint64_t total) {
     rig r;
     counting_handler h;
@@ -162,22 +179,30 @@ result_1t one_thread(uint32_t batch, uint64_t total) {
     h.n = 0;
     ic.start();
     const uint64_t t0 = now_ns();
-    while (h.n < total) {
-        r.submit(batch);
-        r.ini.kick();
-        r.dev.step();
-        r.ini.poll(0, h);
-    }
+    measured_rounds(r, h, batch, total);
     const uint64_t t1 = now_ns();
     const int64_t ins = ic.stop();
     if (h.bad) fmt::print(stderr, "vscsi-ring-bench: {} requests failed\n", h.bad);
     return {double(t1 - t0) / double(h.n), ins < 0 ? -1.0 : double(ins) / double(h.n)};
 }
 
+// The CPUs the two threads run on (driver, device), when the machine has two or more: pinned,
+// as ringtest's --guest-affinity/--host-affinity, so the scheduler never stacks both polling
+// threads on one CPU.
+int driver_cpu = -1, device_cpu = -1;
+
+void pin_self(int cpu) {
+    if (cpu < 0) return;
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    pthread_setaffinity_np(pthread_self(), sizeof(set), &set);  // best effort
+}
+
 double two_threads(uint32_t batch, uint64_t total) {
     rig r;
     counting_handler h;
-    r.dev.start_thread();
+    r.dev.start_thread(device_cpu);
     uint64_t submitted = 0;
     auto round = [&](uint64_t want) {
         while (h.n < want) {
@@ -201,6 +226,7 @@ double two_threads(uint32_t batch, uint64_t total) {
 double pingpong(uint64_t rounds) {
     alignas(64) std::atomic<uint64_t> line{0};
     std::thread peer([&] {
+        pin_self(device_cpu);
         for (uint64_t i = 1; i <= rounds; ++i) {
             while (line.load(std::memory_order_acquire) != 2 * i - 1) {
             }
@@ -223,10 +249,19 @@ double pingpong(uint64_t rounds) {
 int main(int argc, char** argv) {
     uint64_t total = 2000000;
     bool one_thread_only = false;
+    uint32_t only_batch = 0;
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
         if (a == "--one-thread") {
             one_thread_only = true;  // e.g. under valgrind --tool=callgrind, which serialises threads
+        } else if (a == "--batch" && i + 1 < argc) {
+            char* end = nullptr;
+            const unsigned long b = strtoul(argv[++i], &end, 10);
+            if (!end || *end || b == 0 || b > 128) {
+                fmt::print(stderr, "vscsi-ring-bench: --batch needs a number from 1 to 128\n");
+                return 2;
+            }
+            only_batch = uint32_t(b);
         } else if (a == "--requests" && i + 1 < argc) {
             char* end = nullptr;
             total = strtoull(argv[++i], &end, 10);
@@ -235,14 +270,26 @@ int main(int argc, char** argv) {
                 return 2;
             }
         } else {
-            fmt::print(stderr, "vscsi-ring-bench: unknown argument '{}'\nusage: vscsi-ring-bench [--requests N] [--one-thread]\n", a);
+            fmt::print(stderr, "vscsi-ring-bench: unknown argument '{}'\nusage: vscsi-ring-bench [--requests N] [--one-thread] [--batch B]\n", a);
             return 2;
         }
     }
+    if (only_batch) {
+        // One case only, one thread: what tests/bench/instructions-per-request measures.
+        const result_1t r = one_thread(only_batch, total);
+        fmt::print("1 thread, batch {}: {:.1f} ns/request\nns_per_request_1t_batch{}={:.1f}\n", only_batch, r.ns,
+                   only_batch, r.ns);
+        return 0;
+    }
     const unsigned cpus = std::thread::hardware_concurrency();
+    if (cpus >= 2) {
+        driver_cpu = 0;
+        device_cpu = 1;
+        pin_self(driver_cpu);
+    }
     fmt::print("vscsi ring benchmark: queue size 256, TEST UNIT READY through initiator + loopback device, "
-               "{} requests per case, {} CPUs\n",
-               total, cpus);
+               "{} requests per case, {} CPUs{}\n",
+               total, cpus, cpus >= 2 ? " (driver on CPU 0, device on CPU 1)" : "");
     const result_1t a1 = one_thread(1, total);
     const result_1t a32 = one_thread(32, total);
     fmt::print("  1 thread,  batch  1: {:7.1f} ns/request  {:6.2f} M requests/s  {}\n", a1.ns, 1e3 / a1.ns,
@@ -263,7 +310,8 @@ int main(int argc, char** argv) {
         fmt::print("  2 threads: skipped, one CPU\n");
     }
     fmt::print("ns_per_request_1t={:.1f} ns_per_request_1t_b1={:.1f} ns_per_request_2t={:.1f} "
-               "ns_per_request_2t_b1={:.1f} pingpong_ns={:.1f} instructions_per_request_1t={:.0f}\n",
-               a32.ns, a1.ns, b32, b1, pp, a32.instructions);
+               "ns_per_request_2t_b1={:.1f} pingpong_ns={:.1f} requests_per_s_1t={:.0f} requests_per_s_2t={:.0f} "
+               "instructions_per_request_1t={:.0f}\n",
+               a32.ns, a1.ns, b32, b1, pp, 1e9 / a32.ns, b32 > 0 ? 1e9 / b32 : -1.0, a32.instructions);
     return 0;
 }

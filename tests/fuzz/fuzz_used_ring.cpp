@@ -9,7 +9,7 @@
 //   - publish() asks for a notification exactly when the device's avail_event or used flags
 //     say so (checklist 46);
 //   - pop() returns exactly the entries a careful reaper accepts, with their tokens and
-//     lengths (clamped on legacy), and the first lie latches the ring broken until
+//     lengths (clamped to the writable bytes), and the first lie latches the ring broken until
 //     reclaim_all(), which returns every token in flight once;
 //   - interrupt enable/disable write used_event / avail flags as the spec says, and enable
 //     reports completions already pending.
@@ -117,7 +117,8 @@ struct harness {
         for (const auto& s : out) any_zero |= s.len == 0;
         for (const auto& s : inb) any_zero |= s.len == 0;
         vscsi::status want;
-        const bool indirect = cfg.indirect && n > 1 && n <= cfg.indirect_max && free_tables() > 0;
+        const bool indirect = cfg.indirect && n > 1 && n <= cfg.indirect_max && free_tables() > 0 &&
+                              (n > cfg.direct_max || free_descriptors() < n + cfg.size / 2);
         if (peer->broken())
             want = vscsi::status::device_broken;
         else if (n == 0 || n > cfg.size || any_zero)
@@ -268,7 +269,8 @@ struct harness {
 // The ring's configuration: the first 3 bytes.
 //   0  size 1 << n%9; 16 legacy layout, 32 EVENT_IDX, 64 INDIRECT_DESC
 //   1  indirect tables (1 + n % size)
-//   2  descriptors per indirect table (1 + n % 8)
+//   2  descriptors per indirect table (1 + n % 8); chains that go direct while half the ring
+//      is free: up to (n >> 3) % 6 descriptors (0: none)
 vscsi::ring_config read_config(input& in) {
     const uint8_t b = in.u8();
     vscsi::ring_config c;
@@ -280,6 +282,7 @@ vscsi::ring_config read_config(input& in) {
     if (c.indirect) {
         c.indirect_tables = uint16_t(1 + t % c.size);
         c.indirect_max = uint16_t(1 + m % 8);
+        c.direct_max = uint16_t((m >> 3) % 6);
     }
     return c;
 }
@@ -388,6 +391,12 @@ std::vector<named_seed> seeds() {
         ring_script s(0, false, false, false);
         s.add(0, 1).raw(0, 0, 16).bump(1).o(op::pop).add(0, 1).o(op::publish);
         put("regress-unpublished-return", s);
+        // Regression (fuzz_used_ring): a full ring answered busy to a chain with an empty
+        // segment, which a caller retries forever.
+        ring_script z(1, false, false, false);
+        z.add(1, 1);
+        z.u8(op::add).u8(0x60 | 1 | 1 << 2).u8(15).u8(15);  // 0x60: the first segment empty
+        put("regress-busy-before-invalid", z);
     }
     return out;
 }

@@ -9,8 +9,8 @@
 // It writes the used ring honestly (a chain it holds, with its length) or not (any id, any
 // length, any index), and predicts from the used ring's contents what the driver's reaper
 // must accept before it latches the ring broken: an id in range, naming the head of a chain
-// in flight that was published, a length within the chain's writable bytes (clamped on
-// legacy), and no more entries than chains in flight. The harness then holds the driver to
+// in flight that was published, a length within the chain (clamped to its writable bytes),
+// and no more entries than chains in flight. The harness then holds the driver to
 // that prediction: the same request never completes twice, and nothing completes while the
 // device still owns its buffers.
 //
@@ -260,9 +260,13 @@ public:
                 p.broken = true;  // not a head in flight, or one the device has not been shown
                 break;
             }
+            // A length past the writable bytes is clamped to them: legacy devices reported lengths
+            // loosely, and QEMU reports a write's whole chain. Past the whole chain (readable
+            // bytes counted up to 4 GiB - 1, as the driver does) it is a lie on a modern device.
             const uint32_t writable = it->second.writable;
             if (len > writable) {
-                if (!s_.legacy) {
+                const uint64_t readable = it->second.readable > 0xffffffffu ? 0xffffffffu : it->second.readable;
+                if (!s_.legacy && uint64_t(len) > writable + readable) {
                     p.broken = true;
                     break;
                 }

@@ -357,3 +357,51 @@ TEST_CASE("reclaim_all returns every in-flight token once and resets the ring", 
     CHECK(r.pop().st == status::empty);
     REQUIRE(r.add(s, 1, s + 1, 1, 7) == status::ok);
 }
+
+TEST_CASE("an invalid chain is refused as invalid even when the ring is full", "[ring][regression]") {
+    // Found by fuzz_used_ring: after add() learnt to check segments while writing them, a
+    // full ring answered busy to a chain with an empty segment, which a caller retries forever.
+    const ring_config c = cfg(2, false, false, false);
+    memory m(ring_region_bytes(c));
+    ring_t r;
+    REQUIRE(r.init(c, m.region()) == status::ok);
+    const sg_entry ok{0x1000, 16}, empty{0x2000, 0};
+    REQUIRE(r.add(&ok, 1, &ok, 1, 1) == status::ok);  // the ring is full
+    CHECK(r.add(&ok, 1, &empty, 1, 2) == status::invalid_argument);
+    CHECK(r.add(&empty, 1, nullptr, 0, 3) == status::invalid_argument);
+    const sg_entry huge[2] = {{0x1000, 0xffffffffu}, {0x2000, 0xffffffffu}};
+    CHECK(r.add(huge, 2, nullptr, 0, 4) == status::invalid_argument);  // more than 4 GiB
+    CHECK(r.add(&ok, 1, nullptr, 0, 5) == status::busy);
+}
+
+TEST_CASE("with direct_max, short chains go direct while half the ring is free", "[ring][indirect]") {
+    ring_config c = cfg(8, false, false, true, 4, 8);
+    c.direct_max = 4;
+    memory m(ring_region_bytes(c));
+    ring_t r;
+    REQUIRE(r.init(c, m.region()) == status::ok);
+    ringtest::device<ring_t> d(m, r);
+    const sg_entry out[3] = {{0x1000, 51}, {0x2000, 512}, {0x3000, 512}};
+    const sg_entry in[2] = {{0x4000, 108}, {0x5000, 512}};
+    REQUIRE(r.add(out, 1, in, 1, 1) == status::ok);  // 8 free: direct
+    CHECK(r.free_descriptors() == 6);
+    REQUIRE(r.add(out, 1, in, 1, 2) == status::ok);  // 6 free, 4 left after: direct
+    CHECK(r.free_descriptors() == 4);
+    REQUIRE(r.add(out, 1, in, 1, 3) == status::ok);  // would leave less than half: indirect
+    CHECK(r.free_descriptors() == 3);
+    REQUIRE(r.add(out, 3, in, 2, 4) == status::ok);  // longer than direct_max: indirect
+    CHECK(r.free_descriptors() == 2);
+    r.publish();
+    const bool want_indirect[4] = {false, false, true, true};
+    for (int i = 0; i < 4; ++i) {
+        ringtest::seen_chain ch = d.take();
+        CHECK(ch.indirect == want_indirect[i]);
+        d.complete(ch);
+    }
+    for (uint32_t t = 1; t <= 4; ++t) {
+        auto p = r.pop();
+        REQUIRE(p.st == status::ok);
+        CHECK(p.value.token == t);
+    }
+    CHECK(r.free_descriptors() == 8);
+}
