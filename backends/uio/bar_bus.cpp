@@ -122,8 +122,6 @@ uint32_t sysfs_bus::config_read(uint32_t off, unsigned width) {
     return v;
 }
 
-bool sysfs_bus::config_write8(uint32_t off, uint8_t v) { return config_fd_ >= 0 && pwrite(config_fd_, &v, 1, off) == 1; }
-
 bool sysfs_bus::config_write16(uint32_t off, uint16_t v) {
     return config_fd_ >= 0 && pwrite(config_fd_, &v, 2, off) == 2;
 }

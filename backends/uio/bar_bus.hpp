@@ -45,7 +45,6 @@ public:
     uint32_t config_read32(uint32_t off) { return config_read(off, 4); }
 
     // ---- beyond the policy ----
-    bool config_write8(uint32_t off, uint8_t v);
     bool config_write16(uint32_t off, uint16_t v);
     // Bus Master Enable in the command register: DMA is impossible without it, and
     // uio_pci_generic never sets it (and clears it when /dev/uioN is closed).

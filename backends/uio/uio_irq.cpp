@@ -43,14 +43,14 @@ bool uio_irq::attach(sysfs_bus& bus) {
     bus_ = &bus;
     const uint16_t cmd = bus.config_read16(pci_cfg::command);
     if (cmd == 0xffff) return false;
-    command_high_ = uint8_t((cmd >> 8) & ~(pci_cfg::command_intx_disable >> 8));
+    command_ = uint16_t(cmd & ~pci_cfg::command_intx_disable);
     return true;
 }
 
 bool uio_irq::unmask() {
     // While this runs INTx is masked (the handler masked it, or nothing was pending), so the
     // kernel's handler cannot be changing the register at the same time.
-    return bus_ && bus_->config_write8(pci_cfg::command + 1, command_high_);
+    return bus_ && bus_->config_write16(pci_cfg::command, command_);
 }
 
 }  // namespace vscsi::uio

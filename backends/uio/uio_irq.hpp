@@ -35,20 +35,26 @@ public:
     int wait(int timeout_ms);
     uint32_t count() const { return count_; }
 
-    // Read the command register's high byte once (Interrupt Disable lives there); unmask()
-    // writes it back with Interrupt Disable clear.
+    // Read the command register once, after Bus Master Enable was set; unmask() writes it
+    // back with Interrupt Disable clear.
     bool attach(sysfs_bus& bus);
-    // Unmask INTx after the device was acknowledged. One config-space write of the high byte
-    // of the command register: its other bits (SERR#, fast back-to-back) are never changed
-    // behind our back, so no read first, and Bus Master and the decode bits in the low byte
-    // are not touched at all.
+    // Unmask INTx after the device was acknowledged: one 16-bit write of the whole command
+    // register. Nothing else changes its bits while we own the function (the kernel's
+    // handler only sets Interrupt Disable, which this clears), so no read first.
+    //
+    // Not a byte write of its high half, where Interrupt Disable lives: QEMU (7.2 at least)
+    // re-evaluates the INTx line only on a config write that covers byte 4, so a write of
+    // byte 5 alone changes the bit without moving the line. Its count of asserted lines then
+    // drifts below zero on the next acknowledge, the line stays high with nobody asserting
+    // it, and the guest kernel disables the IRQ ("nobody cared") after 100,000 spurious
+    // interrupts.
     bool unmask();
 
 private:
     int fd_ = -1;
     uint32_t count_ = 0;
     sysfs_bus* bus_ = nullptr;
-    uint8_t command_high_ = 0;
+    uint16_t command_ = 0;
 };
 
 }  // namespace vscsi::uio
