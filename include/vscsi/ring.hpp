@@ -195,13 +195,11 @@ public:
             total += sg.len;
             if (!is_out) writable += sg.len;
             const bool more = i + 1 < n;
-            vring::desc& d = indirect ? table[i] : descs()[idx];
             const uint16_t next = indirect ? uint16_t(i + 1) : next_[idx];
-            d.addr.set(order_, sg.addr);
-            d.len.set(order_, sg.len);
             // Readable first, then writable (checklist 41); the caller's order guarantees it.
-            d.flags.set(order_, uint16_t((is_out ? 0 : vring::desc_f_write) | (more ? vring::desc_f_next : 0)));
-            d.next.set(order_, more ? next : uint16_t(0));
+            write_desc(indirect ? table[i] : descs()[idx], sg.addr, sg.len,
+                       uint16_t((is_out ? 0 : vring::desc_f_write) | (more ? vring::desc_f_next : 0)),
+                       more ? next : uint16_t(0));
             idx = next;
         }
         if (total > (uint64_t(1) << 32)) return status::invalid_argument;  // checklist 42
@@ -213,11 +211,8 @@ public:
             free_head_ = next_[head];
             num_free_ -= 1;
             const uint16_t t = tables_[--tables_free_];
-            vring::desc& d = descs()[head];
-            d.addr.set(order_, mem_.bus_of(table));
-            d.len.set(order_, uint32_t(n * sizeof(vring::desc)));
-            d.flags.set(order_, vring::desc_f_indirect);  // never with NEXT (checklist 43)
-            d.next.set(order_, 0);
+            // Never with NEXT (checklist 43).
+            write_desc(descs()[head], mem_.bus_of(table), uint32_t(n * sizeof(vring::desc)), vring::desc_f_indirect, 0);
             heads_[head].ndesc = 1;
             heads_[head].table = t;
         } else {
@@ -233,7 +228,8 @@ public:
         h.readable = total - writable > 0xffffffffu ? 0xffffffffu : uint32_t(total - writable);
         h.added_in = epoch_;  // in flight, not yet published
         ++in_flight_;
-        avail_ring()[avail_idx_ & (cfg_.size - 1)].set(order_, head);
+        virtio16& entry = avail_ring()[avail_idx_ & (cfg_.size - 1)];
+        if (entry.get(order_) != head) entry.set(order_, head);  // see write_desc()
         ++avail_idx_;  // free-running: never decremented (checklist 44)
         return status::ok;
     }
@@ -327,6 +323,21 @@ public:
 
 private:
     uint8_t* base() const { return static_cast<uint8_t*>(mem_.virt); }
+    // A descriptor (or avail entry) that already holds what it should is not written again.
+    // The device reads the rings from its own core: a line the driver did not dirty is still
+    // valid in the device's cache, so a chain reposted unchanged (the same free entries for the
+    // same slot's header and response, as a steady stream of small commands gets) costs the
+    // device no cache miss for it. Comparing costs a read of a line the driver wrote last.
+    void write_desc(vring::desc& d, uint64_t addr, uint32_t len, uint16_t flags, uint16_t next) const {
+        vring::desc want;
+        want.addr.set(order_, addr);
+        want.len.set(order_, len);
+        want.flags.set(order_, flags);
+        want.next.set(order_, next);
+        if (d.addr.raw != want.addr.raw || d.len.raw != want.len.raw || d.flags.raw != want.flags.raw ||
+            d.next.raw != want.next.raw)
+            d = want;
+    }
     vring::desc* descs() const { return reinterpret_cast<vring::desc*>(base() + lay_.desc); }
     uint16_t* avail_flags_field() const { return reinterpret_cast<uint16_t*>(base() + lay_.avail); }
     uint16_t* avail_idx_field() const { return reinterpret_cast<uint16_t*>(base() + lay_.avail + 2); }

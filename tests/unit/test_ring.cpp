@@ -1,6 +1,8 @@
 // The split virtqueue, driver side, against a device that sees memory only by bus address.
 #include <catch2/catch.hpp>
 
+#include <sys/mman.h>
+
 #include <deque>
 #include <random>
 
@@ -184,6 +186,43 @@ TEST_CASE("direct chains: readable first, WRITE flags, NEXT linkage, addresses",
     CHECK(p.value.token == 99);
     CHECK(p.value.len == 700);
     CHECK(r.free_descriptors() == 16);
+}
+
+TEST_CASE("a chain posted again unchanged leaves the descriptor table unwritten", "[ring]") {
+    // 256 entries of 16 bytes: the descriptor table is exactly the region's first page, which
+    // is made read-only once the chain has been posted and completed; posting the same chain
+    // again must not store to it (a store would fault), and the device still reads it whole.
+    const ring_config c = cfg(256);
+    memory m(ring_region_bytes(c));
+    ring_t r;
+    REQUIRE(r.init(c, m.region()) == status::ok);
+    REQUIRE(r.desc_bus() == m.bus);
+    ringtest::device<ring_t> d(m, r);
+    const sg_entry out{0x1000, 51};
+    const sg_entry in{0x3000, 108};
+    for (int round = 0; round < 3; ++round) {
+        if (round == 1) REQUIRE(mprotect(m.virt, 4096, PROT_READ) == 0);
+        REQUIRE(r.add(&out, 1, &in, 1, uint32_t(round)) == status::ok);
+        r.publish();
+        ringtest::seen_chain ch = d.take();
+        REQUIRE(ch.descs.size() == 2);
+        CHECK(ch.descs[0].addr == 0x1000);
+        CHECK(ch.descs[1].len == 108);
+        CHECK(ch.descs[1].flags == vring::desc_f_write);
+        d.complete_raw(ch.head, 108);
+        auto p = r.pop();
+        REQUIRE(p.st == status::ok);
+        CHECK(p.value.token == uint32_t(round));
+    }
+    REQUIRE(mprotect(m.virt, 4096, PROT_READ | PROT_WRITE) == 0);
+    // A chain that differs is written in full.
+    const sg_entry in2{0x7000, 4096};
+    REQUIRE(r.add(&out, 1, &in2, 1, 9) == status::ok);
+    r.publish();
+    ringtest::seen_chain ch = d.take();
+    REQUIRE(ch.descs.size() == 2);
+    CHECK(ch.descs[1].addr == 0x7000);
+    CHECK(ch.descs[1].len == 4096);
 }
 
 TEST_CASE("indirect chains use one ring descriptor and a preallocated table", "[ring][indirect]") {
