@@ -300,7 +300,7 @@ public:
         else
             store16(avail_flags_field(), 0);
         Platform::mb();  // [D]
-        return order_.dev16(load16(used_idx_field())) != last_used_;
+        return has_used();
     }
 
     // Has the device returned anything not yet popped? A peek for hybrid pollers deciding
