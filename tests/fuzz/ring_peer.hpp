@@ -27,20 +27,11 @@
 
 #include "dma_space.hpp"
 #include "fuzz_check.hpp"
+#include "../le_bytes.hpp"
 
 namespace fuzz {
 
-inline uint16_t ld16(const uint8_t* p) { return uint16_t(p[0] | p[1] << 8); }
-inline uint32_t ld32(const uint8_t* p) { return uint32_t(ld16(p)) | uint32_t(ld16(p + 2)) << 16; }
-inline uint64_t ld64(const uint8_t* p) { return uint64_t(ld32(p)) | uint64_t(ld32(p + 4)) << 32; }
-inline void st16(uint8_t* p, uint16_t v) {
-    p[0] = uint8_t(v);
-    p[1] = uint8_t(v >> 8);
-}
-inline void st32(uint8_t* p, uint32_t v) {
-    st16(p, uint16_t(v));
-    st16(p + 2, uint16_t(v >> 16));
-}
+using namespace le_bytes;
 
 // The virtio spec's vring_need_event, written from its definition.
 inline bool event_crossed(uint16_t event, uint16_t new_idx, uint16_t old_idx) {
