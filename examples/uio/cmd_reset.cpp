@@ -12,21 +12,9 @@ using namespace vscsi;
 using vscsi::uio::command_result;
 using vscsi::uio::controller;
 
+// The core names every response code; a TMF's 0 is FUNCTION COMPLETE, not OK.
 static const char* tmf_response_name(uint8_t r) {
-    switch (r) {
-        case 0: return "FUNCTION COMPLETE";
-        case 10: return "FUNCTION SUCCEEDED";
-        case 11: return "FUNCTION REJECTED";
-        case 12: return "INCORRECT LUN";
-        case 3: return "BAD TARGET";
-        case 4: return "RESET";
-        case 5: return "BUSY";
-        case 6: return "TRANSPORT FAILURE";
-        case 7: return "TARGET FAILURE";
-        case 8: return "NEXUS FAILURE";
-        case 9: return "FAILURE";
-        default: return "unknown response";
-    }
+    return r == uint8_t(function_complete) ? "FUNCTION COMPLETE" : to_string(response(r));
 }
 
 int cmd_reset(const options& o) {
