@@ -7,6 +7,8 @@
 #include <unistd.h>
 
 #include <vscsi/pci.hpp>
+
+#include "vfio_device.hpp"
 #if defined(__x86_64__) || defined(__i386__)
 #include <sys/io.h>
 #define VSCSI_HAVE_PORT_IO 1
@@ -15,6 +17,8 @@
 namespace vscsi::uio {
 
 namespace {
+
+constexpr uint32_t first_bar_register = 0x10;  // BAR 0 in configuration space
 
 #ifdef VSCSI_HAVE_PORT_IO
 uint32_t port_in(uint16_t port, unsigned width) {
@@ -34,7 +38,7 @@ void port_out(uint16_t port, unsigned width, uint32_t v) {
 
 }  // namespace
 
-bool sysfs_bus::open(const host_paths& hp, const std::string& bdf, std::string& err) {
+bool bar_bus::open(const host_paths& hp, const std::string& bdf, std::string& err) {
     close();
     const std::string dir = hp.pci_function(bdf);
     config_fd_ = ::open((dir + "/config").c_str(), O_RDWR | O_CLOEXEC);
@@ -42,12 +46,14 @@ bool sysfs_bus::open(const host_paths& hp, const std::string& bdf, std::string& 
         err = "cannot open " + dir + "/config: " + strerror(errno);
         return false;
     }
-    if (!read_bars(hp, bdf, res_)) {
+    owns_config_fd_ = true;
+    bar_resource res[6];
+    if (!read_bars(hp, bdf, res)) {
         err = "cannot read " + dir + "/resource";
         return false;
     }
     for (unsigned i = 0; i < 6; ++i) {
-        const bar_resource& r = res_[i];
+        const bar_resource& r = res[i];
         if (!r.present()) continue;
         bar& b = bars_[i];
         b.len = r.length();
@@ -80,53 +86,84 @@ bool sysfs_bus::open(const host_paths& hp, const std::string& bdf, std::string& 
             err = "cannot open " + file + ": " + strerror(errno);
             return false;
         }
+        b.owns_fd = true;
     }
     return true;
 }
 
-void sysfs_bus::close() {
+bool bar_bus::open_vfio(const vfio::device& d, std::string& err) {
+    close();
+    config_fd_ = d.fd();
+    config_offset_ = d.config().offset;
+    for (unsigned i = 0; i < 6; ++i) {
+        const vfio::region& r = d.bar(i);
+        if (r.size == 0 || !r.readable || !r.writable) continue;
+        bar& b = bars_[i];
+        b.len = r.size;
+        if (r.mappable) {
+            void* p = mmap(nullptr, r.size, PROT_READ | PROT_WRITE, MAP_SHARED, d.fd(), off_t(r.offset));
+            if (p == MAP_FAILED) {
+                err = "cannot map BAR " + std::to_string(i) + " through vfio: " + strerror(errno);
+                return false;
+            }
+            b.mmio = static_cast<volatile uint8_t*>(p);
+            continue;
+        }
+        // An I/O BAR, or one vfio lets us map only in parts: every access a pread/pwrite.
+        b.fd = d.fd();
+        b.fd_offset = r.offset;
+        // Bit 0 of the BAR register says I/O space (vfio shows the BAR's type as it is).
+        b.io = (config_read32(first_bar_register + 4 * i) & 1) != 0;
+    }
+    return true;
+}
+
+void bar_bus::close() {
     for (bar& b : bars_) {
         if (b.mmio) munmap(const_cast<uint8_t*>(b.mmio), b.len);
-        if (b.fd >= 0) ::close(b.fd);
+        if (b.owns_fd && b.fd >= 0) ::close(b.fd);
 #ifdef VSCSI_HAVE_PORT_IO
         if (b.ports) ioperm(b.port, b.len, 0);
 #endif
         b = bar{};
     }
-    if (config_fd_ >= 0) ::close(config_fd_);
+    if (owns_config_fd_ && config_fd_ >= 0) ::close(config_fd_);
     config_fd_ = -1;
+    config_offset_ = 0;
+    owns_config_fd_ = false;
 }
 
-uint32_t sysfs_bus::read_slow(const bar& x, uint32_t off, unsigned width) {
+uint32_t bar_bus::read_slow(const bar& x, uint32_t off, unsigned width) {
 #ifdef VSCSI_HAVE_PORT_IO
     if (x.ports) return port_in(uint16_t(x.port + off), width);
 #endif
     uint32_t v = 0;
-    if (x.fd < 0 || pread(x.fd, &v, width, off) != ssize_t(width)) return ~0u;
+    if (x.fd < 0 || pread(x.fd, &v, width, off_t(x.fd_offset + off)) != ssize_t(width)) return ~0u;
     return v;
 }
 
-void sysfs_bus::write_slow(const bar& x, uint32_t off, unsigned width, uint32_t v) {
+void bar_bus::write_slow(const bar& x, uint32_t off, unsigned width, uint32_t v) {
 #ifdef VSCSI_HAVE_PORT_IO
     if (x.ports) {
         port_out(uint16_t(x.port + off), width, v);
         return;
     }
 #endif
-    if (x.fd >= 0) (void)!pwrite(x.fd, &v, width, off);
+    if (x.fd >= 0) (void)!pwrite(x.fd, &v, width, off_t(x.fd_offset + off));
 }
 
-uint32_t sysfs_bus::config_read(uint32_t off, unsigned width) {
+uint32_t bar_bus::config_read(uint32_t off, unsigned width) {
     uint32_t v = 0;
-    if (config_fd_ < 0 || pread(config_fd_, &v, width, off) != ssize_t(width)) return ~0u >> (32 - 8 * width);
+    if (config_fd_ < 0 || pread(config_fd_, &v, width, off_t(config_offset_ + off)) != ssize_t(width))
+        return ~0u >> (32 - 8 * width);
     return v;
 }
 
-bool sysfs_bus::config_write16(uint32_t off, uint16_t v) {
-    return config_fd_ >= 0 && pwrite(config_fd_, &v, 2, off) == 2;
+bool bar_bus::config_write16(uint32_t off, uint16_t v) {
+    return config_fd_ >= 0 && pwrite(config_fd_, &v, 2, off_t(config_offset_ + off)) == 2;
 }
 
-bool sysfs_bus::set_bus_master(bool on) {
+bool bar_bus::set_bus_master(bool on) {
     const uint16_t cmd = config_read16(pci_cfg::command);
     const uint16_t want = on ? uint16_t(cmd | pci_cfg::command_bus_master) : uint16_t(cmd & ~pci_cfg::command_bus_master);
     if (cmd == want) return true;

@@ -1,12 +1,17 @@
-// Register access to a PCI function through sysfs: the Bus policy pci.hpp's transports use.
+// Register access to a PCI function: the Bus policy pci.hpp's transports use, through sysfs
+// (a function bound to uio_pci_generic) or through the vfio device file (vfio-pci).
 //
 // - Memory BARs (the modern interface's capability BAR): mmap of
-//   /sys/bus/pci/devices/<bdf>/resourceN, accessed with loads and stores of the field's
-//   width. uio_pci_generic exposes no uio map for them, so sysfs is the way in.
-// - I/O BARs (the legacy interface): port I/O instructions after ioperm() when the process
-//   may (root, ports below 64 KiB, x86), else pread/pwrite of the same resourceN file, which
-//   the kernel turns into one in/out of the requested width.
-// - Configuration space: pread/pwrite of sysfs `config`.
+//   /sys/bus/pci/devices/<bdf>/resourceN (uio_pci_generic exposes no uio map for them), or
+//   of the BAR's region of the vfio device file; accessed with loads and stores of the
+//   field's width. A vfio region that may not be mapped whole (sparse areas around an MSI-X
+//   table) is reached with pread/pwrite of the device file instead.
+// - I/O BARs (the legacy interface): with sysfs, port I/O instructions after ioperm() when
+//   the process may (root, ports below 64 KiB, x86), else pread/pwrite of the same resourceN
+//   file, which the kernel turns into one in/out of the requested width; with vfio,
+//   pread/pwrite of the BAR's region.
+// - Configuration space: pread/pwrite of sysfs `config`, or of vfio's configuration region
+//   (where the kernel keeps MSI-X and a few other registers to itself).
 //
 // The data path only writes the notify register; on a memory BAR that is one store, with
 // ioperm one `out` instruction: no system call per I/O either way.
@@ -18,18 +23,24 @@
 #include "pci_function.hpp"
 #include "sysfs.hpp"
 
+namespace vscsi::vfio {
+class device;
+}
+
 namespace vscsi::uio {
 
-class sysfs_bus {
+class bar_bus {
 public:
-    sysfs_bus() = default;
-    ~sysfs_bus() { close(); }
-    sysfs_bus(const sysfs_bus&) = delete;
-    sysfs_bus& operator=(const sysfs_bus&) = delete;
+    bar_bus() = default;
+    ~bar_bus() { close(); }
+    bar_bus(const bar_bus&) = delete;
+    bar_bus& operator=(const bar_bus&) = delete;
 
-    // Open config space and every BAR of the function. Needs root for the full config space
-    // and the BAR files.
+    // Open config space and every BAR of the function through sysfs. Needs root for the full
+    // config space and the BAR files.
     bool open(const host_paths& hp, const std::string& bdf, std::string& err);
+    // The same through an open vfio device; the device must stay open while this is.
+    bool open_vfio(const vfio::device& d, std::string& err);
     void close();
 
     // ---- the Bus policy (pci.hpp) ----
@@ -46,18 +57,20 @@ public:
 
     // ---- beyond the policy ----
     bool config_write16(uint32_t off, uint16_t v);
-    // Bus Master Enable in the command register: DMA is impossible without it, and
-    // uio_pci_generic never sets it (and clears it when /dev/uioN is closed).
+    // Bus Master Enable in the command register: DMA is impossible without it, and neither
+    // uio_pci_generic nor vfio-pci sets it (both clear it when their file is closed).
     bool set_bus_master(bool on);
     bool bar_is_io(unsigned bar) const { return bar < 6 && bars_[bar].io; }
     bool bar_uses_ports(unsigned bar) const { return bar < 6 && bars_[bar].ports; }
-    const bar_resource& resource(unsigned bar) const { return res_[bar < 6 ? bar : 0]; }
+    bool bar_is_mapped(unsigned bar) const { return bar < 6 && bars_[bar].mmio; }
 
 private:
     struct bar {
         volatile uint8_t* mmio = nullptr;  // mapped memory BAR
         uint64_t len = 0;
-        int fd = -1;                       // resourceN, for I/O BARs without ioperm
+        int fd = -1;                       // resourceN or the vfio device: pread/pwrite
+        uint64_t fd_offset = 0;            // where the BAR starts in that file
+        bool owns_fd = false;              // resourceN is ours to close; the vfio device is not
         uint16_t port = 0;                 // first port, when `ports`
         bool io = false;
         bool ports = false;                // ioperm granted: in/out instructions
@@ -95,8 +108,9 @@ private:
     uint32_t config_read(uint32_t off, unsigned width);
 
     bar bars_[6];
-    bar_resource res_[6];
     int config_fd_ = -1;
+    uint64_t config_offset_ = 0;
+    bool owns_config_fd_ = false;
 };
 
 }  // namespace vscsi::uio

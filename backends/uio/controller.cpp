@@ -28,13 +28,25 @@ void controller::sync_handler::on_complete(const io_completion& x) {
     c.sense_len = n;
 }
 
+namespace {
+
+// The features a device offers, read in the spec's order (reset, ACKNOWLEDGE, DRIVER) and
+// left reset again: what it would do must be known before it is given any address.
+uint64_t offered_features(pci_transport& t) {
+    virtio_device<pci_transport> d(t);
+    if (d.reset() != status::ok) return 0;
+    t.set_status(dev_status::acknowledge);
+    t.set_status(dev_status::acknowledge | dev_status::driver);
+    const uint64_t f = t.device_features();
+    d.reset();
+    return f;
+}
+
+}  // namespace
+
 bool controller::open(const open_options& o, std::string& err) {
     close();
     opt_ = o;
-    if (geteuid() != 0) {
-        err = "needs root (PCI sysfs files, hugepages and /proc/self/pagemap)";
-        return false;
-    }
     if (o.queues < 1 || o.queues > 16) {
         err = "--queues must be 1..16";
         return false;
@@ -42,43 +54,122 @@ bool controller::open(const open_options& o, std::string& err) {
     const host_paths& hp = o.paths;
     if (!select_function(hp, o.device, fn_, err)) return false;
     if (!lock_.acquire(hp, fn_.bdf, err)) return false;
-    if (fn_.driver != uio_driver) {
-        if (!fn_.driver.empty()) {
-            err = fn_.bdf + " is bound to " + fn_.driver + "; take it with 'vscsi-uio bind " + fn_.bdf + " --force'";
+    if (!take_function(err)) return false;
+    if (!(driver_ == host_driver::vfio ? open_vfio(err) : open_uio(err))) return false;
+    // After the uio node or the vfio device is open: both drivers clear Bus Master Enable on
+    // release, and neither sets it.
+    if (!bus_.set_bus_master(true)) {
+        err = fn_.bdf + ": cannot set Bus Master Enable in the PCI command register";
+        return false;
+    }
+    bus_master_ = true;
+    if (!choose_interface(err)) return false;
+
+    const initiator_config cfg = controller_config(o);
+    const size_t region = initiator_t::region_bytes(cfg);
+    if (region == 0) {
+        err = "invalid initiator configuration";
+        return false;
+    }
+    if (driver_ == host_driver::vfio) {
+        // Without ACCESS_PLATFORM the device would take our IOVAs for physical addresses and
+        // write wherever they point: refuse before it learns any address.
+        if (!(offered_features(*transport_) & feature::bit(feature::access_platform))) {
+            err = fn_.bdf + ": the device does not offer VIRTIO_F_ACCESS_PLATFORM, so it would bypass the IOMMU "
+                  "and take IOVAs for physical addresses (QEMU: iommu_platform=on on the virtio-scsi-pci device)";
             return false;
         }
-        if (!bind_uio(hp, fn_, false, err)) return false;
+        if (o.irq && !open_vfio_interrupts(err)) return false;
+    }
+    if (!start_initiator(cfg, region, err)) return false;
+    if (driver_ == host_driver::vfio && transport_->msix_refused()) {
+        // The device signals nothing for a queue whose vector it refused: start again on INTx.
+        notes_.push_back(fn_.bdf + ": the device refused an MSI-X vector (it read back NO_VECTOR); using INTx");
+        sync_handler drop;
+        ini_->stop(drop);
+        vfio_irq_.close();
+        transport_->no_msix();
+        if (!vfio_irq_.open_intx(vfio_, err) || !start_initiator(cfg, region, err)) return false;
+    }
+    irq_mode_ = o.irq;
+    spin_ns_ = o.irq ? o.spin_ns : 0;
+    if (irq_mode_ && driver_ == host_driver::uio) {
+        // A line asserted before we listened would stay masked: acknowledge and unmask once.
+        if (!irq_.attach(bus_)) {
+            err = fn_.bdf + ": cannot read the PCI command register";
+            return false;
+        }
+        transport_->read_isr();
+        irq_.unmask();
+    } else if (irq_mode_ && vfio_irq_.mode() == vfio::interrupts::kind::intx) {
+        transport_->read_isr();
+        vfio_irq_.unmask();
+    }
+    ini_->disable_interrupts();
+    return true;
+}
+
+bool controller::take_function(std::string& err) {
+    const host_paths& hp = opt_.paths;
+    const bool named = opt_.driver != driver_choice::automatic;
+    const host_driver wanted = opt_.driver == driver_choice::vfio ? host_driver::vfio : host_driver::uio;
+    if (is_userspace_driver(fn_.driver)) {
+        driver_ = fn_.driver == vfio_driver ? host_driver::vfio : host_driver::uio;
+        if (named && wanted != driver_) {
+            err = fn_.bdf + " is bound to " + fn_.driver + "; move it with 'vscsi-uio bind --driver " +
+                  (wanted == host_driver::vfio ? "vfio " : "uio ") + fn_.bdf + "'";
+            return false;
+        }
+        return true;
+    }
+    if (!fn_.driver.empty()) {
+        err = fn_.bdf + " is bound to " + fn_.driver + "; take it with 'vscsi-uio bind " + fn_.bdf + " --force'";
+        return false;
+    }
+    driver_ = named ? wanted : default_driver(fn_);
+    if (geteuid() != 0) {
+        err = "binding " + fn_.bdf + " to " + driver_name(driver_) + " needs root (it writes PCI sysfs files)";
+        return false;
+    }
+    return bind_driver(hp, fn_, driver_, false, err);
+}
+
+bool controller::open_uio(std::string& err) {
+    const host_paths& hp = opt_.paths;
+    if (geteuid() != 0) {
+        err = "needs root (PCI sysfs files, hugepages and /proc/self/pagemap)";
+        return false;
     }
     const std::string iommu = iommu_problem(hp, fn_.bdf);
     if (!iommu.empty()) {
         err = iommu;
         return false;
     }
-    if (!irq_.open(hp.dev + "/" + fn_.uio, err)) return false;
-    if (!bus_.open(hp, fn_.bdf, err)) return false;
-    // After opening the uio node: uio_pci_generic clears Bus Master Enable on release, and
-    // never sets it.
-    if (!bus_.set_bus_master(true)) {
-        err = fn_.bdf + ": cannot set Bus Master Enable in the PCI command register";
-        return false;
-    }
-    bus_master_ = true;
+    return irq_.open(hp.dev + "/" + fn_.uio, err) && bus_.open(hp, fn_.bdf, err);
+}
 
+bool controller::open_vfio(std::string& err) { return vfio_.open(opt_.paths, fn_.bdf, err) && bus_.open_vfio(vfio_, err); }
+
+bool controller::choose_interface(std::string& err) {
     transport_ = std::make_unique<pci_transport>(bus_);
     const bool has_modern = transport_->probe_modern();
-    const bool has_legacy = fn_.device == pci_device_scsi_transitional && transport_->probe_legacy(bus_.bar_is_io(0));
+    // Behind vfio only the modern interface will do: ACCESS_PLATFORM, which makes the device
+    // use the IOMMU, does not exist in the legacy one.
+    const bool has_legacy = driver_ == host_driver::uio && fn_.device == pci_device_scsi_transitional &&
+                            transport_->probe_legacy(bus_.bar_is_io(0));
+    const char* why_no_legacy = driver_ == host_driver::vfio ? " (not through vfio: the legacy interface cannot use an IOMMU)" : "";
     bool legacy = false;
-    switch (o.transport) {
+    switch (opt_.transport) {
         case transport_choice::automatic:
             if (!has_modern && !has_legacy) {
-                err = fn_.bdf + " offers neither a usable modern nor a legacy virtio-pci interface";
+                err = fn_.bdf + " offers neither a usable modern nor a legacy virtio-pci interface" + why_no_legacy;
                 return false;
             }
             legacy = !has_modern;
             break;
         case transport_choice::legacy:
             if (!has_legacy) {
-                err = fn_.bdf + " offers no legacy virtio-pci interface (--legacy)";
+                err = fn_.bdf + " offers no legacy virtio-pci interface (--legacy)" + why_no_legacy;
                 return false;
             }
             legacy = true;
@@ -91,26 +182,47 @@ bool controller::open(const open_options& o, std::string& err) {
             break;
     }
     transport_->use(legacy);
+    return true;
+}
 
-    const initiator_config cfg = controller_config(o);
-    const size_t region = initiator_t::region_bytes(cfg);
-    if (region == 0) {
-        err = "invalid initiator configuration";
-        return false;
+bool controller::open_vfio_interrupts(std::string& err) {
+    // Vectors for the control and event queues and every request queue we may use.
+    const uint16_t virtqueues = uint16_t(first_request_queue + opt_.queues);
+    std::string why;
+    if (vfio_irq_.open_msix(vfio_, virtqueues, why)) {
+        transport_->use_msix(vfio::interrupts::config_vector, vfio_irq_.queue_vector(0), vfio_irq_.per_queue());
+        if (!vfio_irq_.per_queue())
+            notes_.push_back(fn_.bdf + ": " + std::to_string(vfio_irq_.vectors()) + " MSI-X vector(s) for " +
+                             std::to_string(virtqueues) + " queues: the queues share one");
+        return true;
     }
-    const size_t page = default_hugepage_size(hp.proc);
-    const size_t region_pages = page ? (region + page - 1) / page * page : region;
-    if (!mem_.allocate(region_pages + o.data_bytes, err)) return false;
+    notes_.push_back(fn_.bdf + ": no MSI-X (" + why + "); using INTx");
+    return vfio_irq_.open_intx(vfio_, err);
+}
+
+bool controller::start_initiator(const initiator_config& cfg, size_t region, std::string& err) {
+    if (!mem_.virt()) {
+        const host_paths& hp = opt_.paths;
+        if (driver_ == host_driver::vfio) {
+            // Data buffers start on a page after the rings, in the same IOVA range.
+            const size_t region_pages = align_up(region, 4096);
+            if (!mem_.allocate_mapped(region_pages + opt_.data_bytes, vfio_, err)) return false;
+            data_ = mem_.virt() + region_pages;
+        } else {
+            const size_t page = default_hugepage_size(hp.proc);
+            const size_t region_pages = page ? (region + page - 1) / page * page : region;
+            if (!mem_.allocate(region_pages + opt_.data_bytes, err)) return false;
+            data_ = mem_.virt() + region_pages;
+        }
+        data_bytes_ = mem_.bytes() - size_t(data_ - mem_.virt());
+    }
     const dma_region head = mem_.contiguous_head();
     if (head.bytes < region) {
         err = "the hugepages for the rings are not physically contiguous (need " + std::to_string(region >> 10) +
               " KiB): use fewer --queues";
         return false;
     }
-    data_ = mem_.virt() + region_pages;
-    data_bytes_ = mem_.bytes() - region_pages;
-
-    ini_ = std::make_unique<initiator_t>(*transport_);
+    if (!ini_) ini_ = std::make_unique<initiator_t>(*transport_);
     const status s = ini_->start(cfg, dma_region{head.virt, head.bus, region});
     if (s != status::ok) {
         err = fn_.bdf + ": device start failed: " + to_string(s) +
@@ -118,18 +230,6 @@ bool controller::open(const open_options& o, std::string& err) {
                                           : "");
         return false;
     }
-    irq_mode_ = o.irq;
-    spin_ns_ = o.irq ? o.spin_ns : 0;
-    if (irq_mode_) {
-        // A line asserted before we listened would stay masked: acknowledge and unmask once.
-        if (!irq_.attach(bus_)) {
-            err = fn_.bdf + ": cannot read the PCI command register";
-            return false;
-        }
-        transport_->read_isr();
-        irq_.unmask();
-    }
-    ini_->disable_interrupts();
     return true;
 }
 
@@ -142,12 +242,56 @@ void controller::close() {
     transport_.reset();
     if (bus_master_) bus_.set_bus_master(false);
     bus_master_ = false;
+    vfio_irq_.close();
     bus_.close();
     irq_.close();
-    mem_.release();
+    mem_.release();  // unmaps from the IOMMU first (vfio), so before the container goes
+    vfio_.close();
     data_ = nullptr;
     data_bytes_ = 0;
-    lock_.release();  // last: the device is quiet and its uio node closed
+    notes_.clear();
+    lock_.release();  // last: the device is quiet and its uio node or vfio files closed
+}
+
+std::string controller::interrupt_source() const {
+    if (!irq_mode_) return "-";
+    if (driver_ == host_driver::uio) return "INTx (uio)";
+    if (vfio_irq_.mode() == vfio::interrupts::kind::intx) return "INTx (vfio)";
+    return "MSI-X, " + std::to_string(vfio_irq_.vectors()) + (vfio_irq_.per_queue() ? " vectors" : " vectors, shared");
+}
+
+std::vector<std::pair<std::string, uint64_t>> controller::interrupt_counts() const {
+    std::vector<std::pair<std::string, uint64_t>> out;
+    if (!irq_mode_) return out;
+    if (driver_ == host_driver::uio) {
+        out.emplace_back("INTx", irq_.wakeups());
+    } else if (vfio_irq_.mode() == vfio::interrupts::kind::intx) {
+        out.emplace_back("INTx", vfio_irq_.count(0));
+    } else if (!vfio_irq_.per_queue()) {
+        out.emplace_back("config", vfio_irq_.count(vfio::interrupts::config_vector));
+        if (vfio_irq_.vectors() > 1) out.emplace_back("queues", vfio_irq_.count(vfio_irq_.queue_vector(0)));
+    } else {
+        out.emplace_back("config", vfio_irq_.count(vfio::interrupts::config_vector));
+        out.emplace_back("control", vfio_irq_.count(vfio_irq_.queue_vector(controlq_index)));
+        out.emplace_back("event", vfio_irq_.count(vfio_irq_.queue_vector(eventq_index)));
+        for (uint16_t q = 0; ini_ && q < ini_->request_queues(); ++q)
+            out.emplace_back("request" + std::to_string(q), vfio_irq_.count(vfio_irq_.queue_vector(uint16_t(first_request_queue + q))));
+    }
+    return out;
+}
+
+void controller::wait_for_interrupt(int ms) {
+    if (driver_ == host_driver::uio) {
+        if (irq_.wait(ms) > 0) {
+            transport_->read_isr();  // acknowledge: the device drops its INTx line
+            irq_.unmask();
+        }
+        return;
+    }
+    if (vfio_irq_.wait_any(ms) > 0 && vfio_irq_.mode() == vfio::interrupts::kind::intx) {
+        transport_->read_isr();
+        vfio_irq_.unmask();
+    }
 }
 
 void controller::sleep_for_interrupt(uint64_t max_ns) {
@@ -170,10 +314,7 @@ void controller::sleep_for_interrupt(uint64_t max_ns) {
     // Wake at least every 100 ms: the initiator's deadlines need polls too.
     uint64_t ms = max_ns / 1000000 + 1;
     if (ms > 100) ms = 100;
-    if (irq_.wait(int(ms)) > 0) {
-        transport_->read_isr();  // acknowledge: the device drops its INTx line
-        irq_.unmask();
-    }
+    wait_for_interrupt(int(ms));
     ini_->disable_interrupts();
 }
 

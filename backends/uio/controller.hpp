@@ -1,12 +1,20 @@
 // One virtio-scsi PCI function driven from userspace: everything between "the user named a
-// PCI address" and "the initiator is running", and back.
+// PCI address" and "the initiator is running", and back, through either kernel driver that
+// hands a function to userspace.
 //
-// open(): root check, pick the function, lock it against a second driver, bind it to
-// uio_pci_generic (if no driver has it), refuse an IOMMU that translates, open /dev/uioN, set Bus Master Enable, map the BARs,
-// choose the interface (modern when offered), take hugepage DMA memory, start the
+// open(): pick the function, lock it against a second driver, and bind it (if no driver has
+// it) to vfio-pci when it has an IOMMU group, else to uio_pci_generic (or as asked). Then
+// - vfio: open its container, group and device (the group must be viable), map the BARs
+//   through the device file, require the modern interface and VIRTIO_F_ACCESS_PLATFORM (so
+//   the device translates every DMA through the IOMMU), map DMA memory at IOVAs of our
+//   choosing, and in interrupt mode take MSI-X vectors as eventfds (INTx without MSI-X);
+// - uio: check for root and that no IOMMU translates, open /dev/uioN, map the BARs through
+//   sysfs, take hugepages and their physical addresses;
+// then set Bus Master Enable, choose the interface (modern when offered) and start the
 // initiator. close() resets the device before any of its memory goes away.
 //
-// Completions are polled by default. In interrupt mode the waits sleep on /dev/uioN.
+// Completions are polled by default. In interrupt mode the waits sleep on the eventfds (vfio)
+// or on /dev/uioN.
 #pragma once
 #include <stdint.h>
 
@@ -24,15 +32,19 @@
 #include "pci_function.hpp"
 #include "pci_transport.hpp"
 #include "uio_irq.hpp"
+#include "vfio_device.hpp"
+#include "vfio_irq.hpp"
 
 namespace vscsi::uio {
 
 enum class transport_choice : uint8_t { automatic, legacy, modern };
+enum class driver_choice : uint8_t { automatic, uio, vfio };
 
 struct open_options {
     std::string device;                 // PCI address; empty: the only virtio-scsi function
     transport_choice transport = transport_choice::automatic;
-    bool irq = false;                   // sleep on /dev/uioN instead of polling
+    driver_choice driver = driver_choice::automatic;  // automatic: what it is bound to, else default_driver()
+    bool irq = false;                   // sleep on interrupts instead of polling
     uint64_t spin_ns = 0;               // with irq: poll this long before sleeping (hybrid)
     uint16_t queues = 1;                // request queues to use (at most what the device has)
     uint16_t slots = 128;               // commands in flight at most
@@ -68,9 +80,11 @@ public:
 
     initiator_t& ini() { return *ini_; }
     pci_transport& transport() { return *transport_; }
-    sysfs_bus& bus() { return bus_; }
+    bar_bus& bus() { return bus_; }
     const pci_function& function() const { return fn_; }
+    host_driver driver() const { return driver_; }
     dma_memory& memory() { return mem_; }
+    const dma_memory& memory() const { return mem_; }
     uint8_t* data() const { return data_; }
     size_t data_bytes() const { return data_bytes_; }
     uint64_t now() const { return clock_.now(); }
@@ -78,6 +92,12 @@ public:
     bool irq_mode() const { return irq_mode_; }
     // "polled", "interrupt" or "hybrid", for what the program prints.
     const char* wait_mode() const { return !irq_mode_ ? "polled" : spin_ns_ ? "hybrid" : "interrupt"; }
+    // What interrupts arrive through: "MSI-X, 5 vectors", "INTx", ...; "-" when polled.
+    std::string interrupt_source() const;
+    // Interrupts taken so far, per source ("request0", "control", "shared", "INTx", ...).
+    std::vector<std::pair<std::string, uint64_t>> interrupt_counts() const;
+    // What open() had to settle for (a fallback), one line each, for the program to print.
+    const std::vector<std::string>& notes() const { return notes_; }
 
     // Poll until done() holds or the deadline passes; in interrupt mode sleep on the uio
     // node in between. Returns done().
@@ -124,11 +144,22 @@ public:
     void sleep_for_interrupt(uint64_t max_ns);
 
 private:
+    bool take_function(std::string& err);
+    bool open_uio(std::string& err);
+    bool open_vfio(std::string& err);
+    bool choose_interface(std::string& err);
+    bool open_vfio_interrupts(std::string& err);
+    bool start_initiator(const initiator_config& cfg, size_t region, std::string& err);
+    void wait_for_interrupt(int ms);
+
     open_options opt_;
     pci_function fn_;
+    host_driver driver_ = host_driver::uio;
     function_lock lock_;
-    sysfs_bus bus_;
-    uio_irq irq_;
+    vfio::device vfio_;      // vfio: container, group, device (before everything that uses it)
+    bar_bus bus_;
+    uio_irq irq_;            // uio
+    vfio::interrupts vfio_irq_;
     dma_memory mem_;
     fast_clock clock_{10};
     std::unique_ptr<pci_transport> transport_;
@@ -139,6 +170,7 @@ private:
     bool irq_mode_ = false;
     uint64_t spin_ns_ = 0;
     bool bus_master_ = false;
+    std::vector<std::string> notes_;
 };
 
 // The initiator configuration the controller uses, for sizing DMA memory.

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "sysfs.hpp"
+#include "vfio_device.hpp"
 
 namespace vscsi::uio {
 
@@ -25,6 +26,11 @@ long meminfo_field(const std::string& proc, const char* name) {
 
 constexpr uint64_t pagemap_present = 1ull << 63;
 constexpr uint64_t pagemap_pfn_mask = (1ull << 55) - 1;
+
+// IOVAs start here when the IOMMU allows: far from where a guest's or small host's RAM lies,
+// so a device that ignored the IOMMU would hit no memory rather than the wrong memory.
+constexpr uint64_t preferred_iova = 1ull << 32;
+constexpr size_t small_page = 4096;
 
 }  // namespace
 
@@ -72,6 +78,7 @@ bool dma_memory::allocate(size_t bytes, std::string& err) {
     madvise(p, len, MADV_DONTFORK);
     base_ = static_cast<uint8_t*>(p);
     bytes_ = len;
+    huge_ = true;
     memset(base_, 0, len);  // also makes sure every page is really there
 
     const int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
@@ -103,15 +110,68 @@ bool dma_memory::allocate(size_t bytes, std::string& err) {
     return true;
 }
 
+bool dma_memory::allocate_mapped(size_t bytes, vfio::device& d, std::string& err) {
+    release();
+    // Hugepages if enough are free; otherwise ordinary pages, which work as well behind an
+    // IOMMU (the device sees one contiguous IOVA range either way). No MAP_LOCKED or mlock():
+    // the IOMMU mapping pins the pages, and RLIMIT_MEMLOCK would count a lock twice.
+    const size_t huge = default_hugepage_size();
+    void* p = MAP_FAILED;
+    size_t len = 0;
+    if (huge) {
+        const size_t n = (bytes + huge - 1) / huge;
+        if (free_hugepages() >= long(n)) {
+            len = n * huge;
+            p = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB | MAP_POPULATE, -1, 0);
+            page_ = huge;
+            huge_ = p != MAP_FAILED;
+        }
+    }
+    if (p == MAP_FAILED) {
+        len = (bytes + small_page - 1) / small_page * small_page;
+        p = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+        page_ = small_page;
+        huge_ = false;
+    }
+    if (p == MAP_FAILED) {
+        err = "cannot allocate " + std::to_string(len >> 10) + " KiB for DMA: " + strerror(errno);
+        return false;
+    }
+    // A child must not share the pages copy-on-write: the device keeps writing the originals.
+    madvise(p, len, MADV_DONTFORK);
+    base_ = static_cast<uint8_t*>(p);
+    bytes_ = len;
+    memset(base_, 0, len);
+    const uint64_t iova = vfio::choose_iova(d.iova_ranges(), len, page_ > (1u << 21) ? page_ : (1u << 21), preferred_iova);
+    if (iova == ~0ull) {
+        err = "the IOMMU has no free IOVA range of " + std::to_string(len >> 10) + " KiB";
+        release();
+        return false;
+    }
+    if (!d.map_dma(base_, len, iova, err)) {
+        release();
+        return false;
+    }
+    iommu_ = &d;
+    iova_ = iova;
+    return true;
+}
+
 void dma_memory::release() {
+    // The IOMMU forgets the range before the pages go back: the device can never reach them
+    // once they are someone else's.
+    if (iommu_) iommu_->unmap_dma(iova_, bytes_);
+    iommu_ = nullptr;
+    iova_ = 0;
     if (base_) munmap(base_, bytes_);
     base_ = nullptr;
     bytes_ = 0;
+    huge_ = false;
     pages_.clear();
 }
 
 bool dma_memory::contiguous(const void* p, size_t len) const {
-    if (len == 0) return true;
+    if (len == 0 || iommu_) return true;
     const size_t off = size_t(static_cast<const uint8_t*>(p) - base_);
     const size_t first = off / page_, last = (off + len - 1) / page_;
     for (size_t i = first; i < last; ++i)
@@ -121,6 +181,7 @@ bool dma_memory::contiguous(const void* p, size_t len) const {
 
 dma_region dma_memory::contiguous_head() const {
     if (!base_) return dma_region{nullptr, 0, 0};
+    if (iommu_) return dma_region{base_, iova_, bytes_};
     size_t n = 1;
     while (n < pages_.size() && pages_[n] == pages_[n - 1] + page_) ++n;
     return dma_region{base_, pages_[0], n * page_};
@@ -131,7 +192,7 @@ uint32_t dma_memory::scatter(const void* p, size_t len, sg_entry* out, uint32_t 
     uint32_t n = 0;
     while (len) {
         const size_t off = size_t(at - base_);
-        size_t run = page_ - off % page_;
+        size_t run = iommu_ ? len : page_ - off % page_;
         // Extend over following pages while they continue physically.
         for (size_t pg = off / page_; run < len && pg + 1 < pages_.size() && pages_[pg + 1] == pages_[pg] + page_; ++pg)
             run += page_;

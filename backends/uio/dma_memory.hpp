@@ -1,9 +1,14 @@
-// DMA memory for a userspace driver: locked hugepages and their bus addresses.
+// DMA memory for a userspace driver, and the bus addresses the device knows it by.
 //
-// Without an IOMMU a device sees physical addresses. A hugepage is physically contiguous and
-// never swapped or moved while locked, so its physical address, read once from
-// /proc/self/pagemap, stays valid for the life of the mapping. That read needs
-// CAP_SYS_ADMIN (others see PFN 0), so all of this needs root.
+// Without an IOMMU (uio_pci_generic) a device sees physical addresses. A hugepage is
+// physically contiguous and never swapped or moved while locked, so its physical address,
+// read once from /proc/self/pagemap, stays valid for the life of the mapping. That read
+// needs CAP_SYS_ADMIN (others see PFN 0), so this way needs root.
+//
+// Behind an IOMMU (vfio) the driver chooses the addresses: the whole allocation is mapped at
+// one IOVA range, so it is contiguous for the device however its pages lie in physical
+// memory. Hugepages when enough are free (fewer IOMMU entries), ordinary pages otherwise;
+// the mapping pins them. No physical address is ever looked at, and no root is needed.
 #pragma once
 #include <stddef.h>
 #include <stdint.h>
@@ -13,6 +18,10 @@
 
 #include <vscsi/platform.hpp>
 #include <vscsi/ring.hpp>
+
+namespace vscsi::vfio {
+class device;
+}
 
 namespace vscsi::uio {
 
@@ -27,15 +36,23 @@ public:
     // addresses. On failure `err` names the problem and the remedy (no free hugepages, not
     // root, ...).
     bool allocate(size_t bytes, std::string& err);
+    // Take `bytes` (rounded up to whole pages) and map them for `d`'s device at an IOVA chosen
+    // from the IOMMU's ranges. `d` must stay open until release(), which unmaps.
+    bool allocate_mapped(size_t bytes, vfio::device& d, std::string& err);
     void release();
 
     uint8_t* virt() const { return base_; }
     size_t bytes() const { return bytes_; }
     size_t page_size() const { return page_; }
+    bool hugepages() const { return huge_; }
+    // Behind an IOMMU: the first IOVA and how far the mapping goes.
+    bool iommu_mapped() const { return iommu_ != nullptr; }
+    uint64_t iova() const { return iova_; }
 
     // Bus address of a byte inside the mapping.
     uint64_t bus_of(const void* p) const {
         const size_t off = size_t(static_cast<const uint8_t*>(p) - base_);
+        if (iommu_) return iova_ + off;
         return pages_[off / page_] + off % page_;
     }
     // Whether [p, p + len) is one physically contiguous run (always, inside one hugepage).
@@ -51,7 +68,10 @@ private:
     uint8_t* base_ = nullptr;
     size_t bytes_ = 0;
     size_t page_ = 0;
-    std::vector<uint64_t> pages_;  // bus address of each hugepage
+    bool huge_ = false;
+    std::vector<uint64_t> pages_;     // bus address of each hugepage (physical: uio)
+    vfio::device* iommu_ = nullptr;   // mapped there at iova_ (vfio)
+    uint64_t iova_ = 0;
 };
 
 // Size of the system's default hugepage (from /proc/meminfo), 0 if unknown.

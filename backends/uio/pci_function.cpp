@@ -15,6 +15,10 @@ extern char** environ;
 
 namespace vscsi::uio {
 
+const char* driver_name(host_driver d) { return d == host_driver::vfio ? vfio_driver : uio_driver; }
+
+bool is_userspace_driver(const std::string& name) { return name == uio_driver || name == vfio_driver; }
+
 const char* to_string(interfaces i) {
     switch (i) {
         case interfaces::transitional: return "transitional";
@@ -114,11 +118,24 @@ std::vector<block_node> block_nodes_of(const host_paths& hp, const std::string& 
 void refresh_binding(const host_paths& hp, pci_function& f) {
     const std::string dir = hp.pci_function(f.bdf);
     f.driver = link_name(dir + "/driver");
+    f.iommu_group = iommu_group(hp, f.bdf);
     f.uio.clear();
     if (f.driver == uio_driver) {
         const std::vector<std::string> u = list_dir(dir + "/uio");
         if (!u.empty()) f.uio = u.front();
     }
+}
+
+std::string iommu_group(const host_paths& hp, const std::string& bdf) {
+    return link_name(hp.pci_function(bdf) + "/iommu_group");
+}
+
+std::vector<std::string> group_members(const host_paths& hp, const std::string& group) {
+    return list_dir(hp.sys + "/kernel/iommu_groups/" + group + "/devices");
+}
+
+host_driver default_driver(const pci_function& f) {
+    return f.iommu_group.empty() ? host_driver::uio : host_driver::vfio;
 }
 
 std::vector<pci_function> find_virtio_scsi(const host_paths& hp) {
@@ -221,32 +238,68 @@ std::string iommu_problem(const host_paths& hp, const std::string& bdf) {
            "amd_iommu=off), or set /sys/kernel/iommu_groups/<group>/type to identity";
 }
 
-bool bind_uio(const host_paths& hp, pci_function& f, bool force, std::string& err) {
+namespace {
+
+// Why vfio cannot take the function as its group stands, or empty.
+std::string vfio_group_problem(const host_paths& hp, const pci_function& f) {
+    if (f.iommu_group.empty())
+        return "no IOMMU: " + f.bdf + " is in no IOMMU group, so vfio cannot confine its DMA (boot with "
+               "intel_iommu=on or amd_iommu=on; a QEMU guest also needs -device intel-iommu); use --driver uio";
+    std::string others;
+    for (const std::string& m : group_members(hp, f.iommu_group)) {
+        if (m == f.bdf) continue;
+        const std::string drv = link_name(hp.pci_function(m) + "/driver");
+        others += (others.empty() ? "" : ", ") + m + (drv.empty() ? "" : " (" + drv + ")");
+    }
+    if (others.empty()) return {};
+    return "IOMMU group " + f.iommu_group + " of " + f.bdf + " is shared with " + others +
+           ": vfio takes a whole group, so " + f.bdf + " needs a group of its own (another slot, or an "
+           "IOMMU that isolates it); refusing to take it";
+}
+
+// Has the driver finished binding: uio_pci_generic made the uio node, vfio-pci the group file.
+bool bound_and_ready(const host_paths& hp, const pci_function& f, host_driver d) {
+    if (f.driver != driver_name(d)) return false;
+    if (d == host_driver::uio) return !f.uio.empty() && exists(hp.dev + "/" + f.uio);
+    return !f.iommu_group.empty() && exists(hp.dev + "/vfio/" + f.iommu_group);
+}
+
+}  // namespace
+
+bool bind_driver(const host_paths& hp, pci_function& f, host_driver d, bool force, std::string& err) {
     refresh_binding(hp, f);
-    if (f.driver == uio_driver) return true;
+    const char* const want = driver_name(d);
+    if (f.driver == want) return true;
     const std::string busy = disks_in_use(hp, f.bdf);
     if (!busy.empty()) {
         err = f.bdf + ": " + busy + "; refusing to take the function from the kernel";
         return false;
     }
-    if (!f.driver.empty() && !force) {
+    if (!f.driver.empty() && !is_userspace_driver(f.driver) && !force) {
         err = f.bdf + " is bound to " + f.driver + "; add --force to take it from that driver";
         return false;
     }
-    const std::string uio_dir = hp.pci_drivers() + "/" + uio_driver;
-    if (!exists(uio_dir) && hp.sys == "/sys") {
-        const char* const argv[] = {"modprobe", uio_driver, nullptr};
+    if (d == host_driver::vfio) {
+        const std::string why = vfio_group_problem(hp, f);
+        if (!why.empty()) {
+            err = why;
+            return false;
+        }
+    }
+    const std::string drv_dir = hp.pci_drivers() + "/" + want;
+    if (!exists(drv_dir) && hp.sys == "/sys") {
+        const char* const argv[] = {"modprobe", want, nullptr};
         run_program(argv);
     }
-    if (!exists(uio_dir)) {
-        err = std::string(uio_driver) + " is not available (modprobe " + uio_driver + " failed)";
+    if (!exists(drv_dir)) {
+        err = std::string(want) + " is not available (modprobe " + want + " failed)";
         return false;
     }
     const std::string dir = hp.pci_function(f.bdf);
     std::string why;
-    // driver_override makes the next probe pick uio_pci_generic for this function only
-    // (new_id would claim every function with this ID).
-    if (!write_file(dir + "/driver_override", std::string(uio_driver) + "\n", &why)) {
+    // driver_override makes the next probe pick our driver for this function only (new_id
+    // would claim every function with this ID).
+    if (!write_file(dir + "/driver_override", std::string(want) + "\n", &why)) {
         err = why;
         return false;
     }
@@ -260,10 +313,10 @@ bool bind_uio(const host_paths& hp, pci_function& f, bool force, std::string& er
     }
     for (int i = 0; i < 100; ++i) {
         refresh_binding(hp, f);
-        if (f.driver == uio_driver && !f.uio.empty() && exists(hp.dev + "/" + f.uio)) return true;
+        if (bound_and_ready(hp, f, d)) return true;
         sleep_ms(10);
     }
-    err = f.bdf + ": " + uio_driver + " did not take the function" +
+    err = f.bdf + ": " + want + " did not take the function" +
           (f.driver.empty() ? std::string() : " (bound to " + f.driver + ")") + "; see dmesg";
     return false;
 }
@@ -272,7 +325,7 @@ bool release_to_kernel(const host_paths& hp, pci_function& f, std::string& now_b
     refresh_binding(hp, f);
     const std::string dir = hp.pci_function(f.bdf);
     std::string why;
-    if (!f.driver.empty() && f.driver != uio_driver) {
+    if (!f.driver.empty() && !is_userspace_driver(f.driver)) {
         now_bound = f.driver;
         return true;  // already the kernel's
     }
@@ -281,7 +334,7 @@ bool release_to_kernel(const host_paths& hp, pci_function& f, std::string& now_b
         err = why;
         return false;
     }
-    if (f.driver == uio_driver && !write_file(dir + "/driver/unbind", f.bdf, &why)) {
+    if (!f.driver.empty() && !write_file(dir + "/driver/unbind", f.bdf, &why)) {
         err = why;
         return false;
     }

@@ -1,7 +1,8 @@
-// virtio-scsi PCI functions as sysfs shows them: discovery, identity, the driver bound,
-// binding to uio_pci_generic and giving the function back to the kernel, and the checks that
-// must pass before a userspace driver may take a function (no mounted disks, no IOMMU
-// translating its DMA).
+// virtio-scsi PCI functions as sysfs shows them: discovery, identity, the driver bound, the
+// IOMMU group, binding to a userspace driver (uio_pci_generic or vfio-pci) and giving the
+// function back to the kernel, and the checks that must pass before a userspace driver may
+// take a function (no mounted disks; for uio no IOMMU translating its DMA, for vfio an IOMMU
+// group of its own).
 #pragma once
 #include <stdint.h>
 
@@ -13,6 +14,13 @@
 namespace vscsi::uio {
 
 inline constexpr const char* uio_driver = "uio_pci_generic";
+inline constexpr const char* vfio_driver = "vfio-pci";
+
+// The kernel drivers that hand a function to a userspace driver.
+enum class host_driver : uint8_t { uio, vfio };
+const char* driver_name(host_driver d);
+// uio_pci_generic or vfio-pci: the function is (or may be) driven by vscsi-uio.
+bool is_userspace_driver(const std::string& name);
 
 struct pci_function {
     std::string bdf;                // canonical "0000:00:04.0"
@@ -23,6 +31,7 @@ struct pci_function {
     uint8_t revision = 0;
     std::string driver;             // the bound driver's name, empty if none
     std::string uio;                // "uio0" while bound to uio_pci_generic
+    std::string iommu_group;        // "7"; empty without an IOMMU
 };
 
 // Which virtio-pci interfaces a function offers, from its ID and capabilities.
@@ -40,7 +49,7 @@ std::vector<pci_function> find_virtio_scsi(const host_paths& hp);
 // choose one with -d").
 bool select_function(const host_paths& hp, const std::string& want, pci_function& out, std::string& err);
 
-// Re-read the bound driver and uio node.
+// Re-read the bound driver, uio node and IOMMU group.
 void refresh_binding(const host_paths& hp, pci_function& f);
 
 // From PCI config space (sysfs `config`; capabilities need root to read).
@@ -55,12 +64,23 @@ std::string disks_in_use(const host_paths& hp, const std::string& bdf);
 // function), with the remedy; empty if DMA is direct.
 std::string iommu_problem(const host_paths& hp, const std::string& bdf);
 
-// Bind to uio_pci_generic through driver_override. A function bound to another driver is
-// taken only with `force`; one whose disks are in use never. Loads uio_pci_generic if needed.
-bool bind_uio(const host_paths& hp, pci_function& f, bool force, std::string& err);
+// The IOMMU group of a PCI function ("7"), empty if it has none (no IOMMU).
+std::string iommu_group(const host_paths& hp, const std::string& bdf);
+// Every function in an IOMMU group, sorted.
+std::vector<std::string> group_members(const host_paths& hp, const std::string& group);
 
-// The opposite: clear driver_override, unbind from uio_pci_generic and let the kernel probe
-// the function again (virtio-pci takes it if loaded). `now_bound` names the new driver.
+// Which userspace driver takes a function nobody named one for: vfio-pci when the function
+// has an IOMMU group (the IOMMU then confines its DMA), uio_pci_generic otherwise.
+host_driver default_driver(const pci_function& f);
+
+// Bind to uio_pci_generic or vfio-pci through driver_override. A function bound to a kernel
+// driver is taken only with `force`; one whose disks are in use never, and for vfio one whose
+// IOMMU group holds other functions never (vfio takes whole groups). A function on the other
+// userspace driver moves without `force`. Loads the driver if needed.
+bool bind_driver(const host_paths& hp, pci_function& f, host_driver d, bool force, std::string& err);
+
+// The opposite: clear driver_override, unbind from the userspace driver and let the kernel
+// probe the function again (virtio-pci takes it if loaded). `now_bound` names the new driver.
 bool release_to_kernel(const host_paths& hp, pci_function& f, std::string& now_bound, std::string& err);
 
 // One line of sysfs `resource`.

@@ -14,7 +14,7 @@ namespace vscsi::uio {
 
 class pci_transport {
 public:
-    explicit pci_transport(sysfs_bus& bus) : legacy_(bus), modern_(bus) {}
+    explicit pci_transport(bar_bus& bus) : legacy_(bus), modern_(bus) {}
 
     // What the function offers. Call before use(); probing only reads registers.
     bool probe_modern() { return modern_.probe() == status::ok; }
@@ -32,6 +32,7 @@ public:
     uint32_t queue_max_size(uint16_t q) { return is_legacy_ ? legacy_.queue_max_size(q) : modern_.queue_max_size(q); }
     bool queue_size_settable() const { return is_legacy_ ? legacy_.queue_size_settable() : modern_.queue_size_settable(); }
     status setup_queue(uint16_t q, uint32_t size, uint64_t desc, uint64_t avail, uint64_t used) {
+        if (msix_) assign_vectors(q);
         return is_legacy_ ? legacy_.setup_queue(q, size, desc, avail, used) : modern_.setup_queue(q, size, desc, avail, used);
     }
     void disable_queue(uint16_t q) { is_legacy_ ? legacy_.disable_queue(q) : modern_.disable_queue(q); }
@@ -44,13 +45,42 @@ public:
     bool has_config_generation() const { return is_legacy_ ? legacy_.has_config_generation() : modern_.has_config_generation(); }
     uint8_t config_generation() { return is_legacy_ ? legacy_.config_generation() : modern_.config_generation(); }
 
-    legacy_pci<sysfs_bus>& legacy() { return legacy_; }
-    modern_pci<sysfs_bus>& modern() { return modern_; }
+    // MSI-X, for a driver that listens on its vectors (vfio): configuration changes on
+    // `config_vector`, virtqueue q on `first_queue_vector` + q (or on `first_queue_vector`
+    // alone when not `per_queue`). The device forgets its vectors on every reset, so they are
+    // written each time a queue is set up, before the queue is enabled. A vector the device
+    // cannot take reads back as NO_VECTOR (checklist 56): refused() says so, and the device
+    // then signals nothing for that queue, so the caller must fall back.
+    void use_msix(uint16_t config_vector, uint16_t first_queue_vector, bool per_queue) {
+        msix_ = true;
+        config_vector_ = config_vector;
+        first_queue_vector_ = first_queue_vector;
+        per_queue_ = per_queue;
+        refused_ = false;
+    }
+    void no_msix() { msix_ = false; }
+    bool msix_refused() const { return refused_; }
+    uint16_t queue_vector(uint16_t q) const { return per_queue_ ? uint16_t(first_queue_vector_ + q) : first_queue_vector_; }
+
+    legacy_pci<bar_bus>& legacy() { return legacy_; }
+    modern_pci<bar_bus>& modern() { return modern_; }
 
 private:
-    legacy_pci<sysfs_bus> legacy_;
-    modern_pci<sysfs_bus> modern_;
+    void assign_vectors(uint16_t q) {
+        const uint16_t v = queue_vector(q);
+        const uint16_t c = is_legacy_ ? legacy_.set_config_vector(config_vector_) : modern_.set_config_vector(config_vector_);
+        const uint16_t got = is_legacy_ ? legacy_.set_queue_vector(q, v) : modern_.set_queue_vector(q, v);
+        if (c != config_vector_ || got != v) refused_ = true;
+    }
+
+    legacy_pci<bar_bus> legacy_;
+    modern_pci<bar_bus> modern_;
     bool is_legacy_ = false;
+    bool msix_ = false;
+    bool per_queue_ = false;
+    bool refused_ = false;
+    uint16_t config_vector_ = msix_no_vector;
+    uint16_t first_queue_vector_ = msix_no_vector;
 };
 
 }  // namespace vscsi::uio

@@ -36,10 +36,11 @@ int uio_irq::wait(int timeout_ms) {
     uint32_t n = 0;
     if (read(fd_, &n, sizeof n) != ssize_t(sizeof n)) return -1;
     count_ = n;
+    ++wakeups_;
     return 1;
 }
 
-bool uio_irq::attach(sysfs_bus& bus) {
+bool uio_irq::attach(bar_bus& bus) {
     bus_ = &bus;
     const uint16_t cmd = bus.config_read16(pci_cfg::command);
     if (cmd == 0xffff) return false;

@@ -34,10 +34,12 @@ public:
     // timeout, -1 on error.
     int wait(int timeout_ms);
     uint32_t count() const { return count_; }
+    // Interrupts this process woke up for.
+    uint64_t wakeups() const { return wakeups_; }
 
     // Read the command register once, after Bus Master Enable was set; unmask() writes it
     // back with Interrupt Disable clear.
-    bool attach(sysfs_bus& bus);
+    bool attach(bar_bus& bus);
     // Unmask INTx after the device was acknowledged: one 16-bit write of the whole command
     // register. Nothing else changes its bits while we own the function (the kernel's
     // handler only sets Interrupt Disable, which this clears), so no read first.
@@ -53,7 +55,8 @@ public:
 private:
     int fd_ = -1;
     uint32_t count_ = 0;
-    sysfs_bus* bus_ = nullptr;
+    uint64_t wakeups_ = 0;
+    bar_bus* bus_ = nullptr;
     uint16_t command_ = 0;
 };
 

@@ -253,18 +253,27 @@ int run_bench(controller& c, const bench_params& p, const volatile bool& stop) {
         print_direction_json("read", L.lat[0], p.bs, secs);
         fmt::print(",\n");
         print_direction_json("write", L.lat[1], p.bs, secs);
-        fmt::print(",\n      \"usr_cpu\": {:.3f}, \"sys_cpu\": {:.3f}, \"cpu_ns_per_io\": {:.0f}, \"errors\": {}\n",
+        fmt::print(",\n      \"usr_cpu\": {:.3f}, \"sys_cpu\": {:.3f}, \"cpu_ns_per_io\": {:.0f}, \"errors\": {},\n",
                    secs > 0 ? usr / secs * 100 : 0, secs > 0 ? sys / secs * 100 : 0, ios ? (usr + sys) * 1e9 / double(ios) : 0,
                    L.errors);
+        fmt::print("      \"driver\": \"{}\", \"interrupts\": {{\"source\": \"{}\"", uio::driver_name(c.driver()),
+                   c.interrupt_source());
+        for (const auto& [name, n] : c.interrupt_counts()) fmt::print(", \"{}\": {}", name, n);
+        fmt::print("}}\n");
         fmt::print("    }}\n  ],\n  \"disk_util\": []\n}}\n");
     } else {
-        fmt::print("bench {} {}:{}  {} bs={} iodepth={} queues={} {:.1f} s, {} completion, {} interface\n",
+        fmt::print("bench {} {}:{}  {} bs={} iodepth={} queues={} {:.1f} s, {} completion, {} interface, {}\n",
                    c.function().bdf, p.lun.target, p.lun.lun, to_string(p.mode), p.bs, p.iodepth, L.queues, secs,
-                   c.wait_mode(), c.ini().legacy() ? "legacy" : "modern");
+                   c.wait_mode(), c.ini().legacy() ? "legacy" : "modern", uio::driver_name(c.driver()));
         if (has_read) print_direction_text("read", L.lat[0], p.bs, secs);
         if (has_write) print_direction_text("write", L.lat[1], p.bs, secs);
         fmt::print("  cpu  : {:.2f} s user, {:.2f} s system, {:.1f} us per I/O\n", usr, sys,
                    ios ? (usr + sys) * 1e6 / double(ios) : 0.0);
+        if (c.irq_mode()) {
+            std::string counts;
+            for (const auto& [name, n] : c.interrupt_counts()) counts += fmt::format("{}{} {}", counts.empty() ? "" : ", ", name, n);
+            fmt::print("  irqs : {}: {}\n", c.interrupt_source(), counts);
+        }
         fmt::print("  errors: {}{}\n", L.errors, L.errors ? fmt::format(" (first: {})", to_string(L.first_error)) : "");
     }
     if (c.ini().state() != initiator_state::running) {

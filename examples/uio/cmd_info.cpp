@@ -12,6 +12,19 @@ using namespace vscsi;
 using vscsi::uio::command_result;
 using vscsi::uio::controller;
 
+// How the function reaches us: the kernel driver, where DMA memory is and what the device
+// calls it, and the interrupts.
+static void print_host_line(const controller& c) {
+    const uio::dma_memory& m = c.memory();
+    const std::string pages = m.hugepages() ? fmt::format("{} KiB hugepages", m.page_size() >> 10) : "4 KiB pages";
+    if (c.driver() == uio::host_driver::vfio)
+        fmt::print("  {}: IOMMU group {}, {} of DMA memory ({}) at IOVA {:#x}, interrupts {}\n", uio::vfio_driver,
+                   c.function().iommu_group, size_text(m.bytes()), pages, m.iova(), c.interrupt_source());
+    else
+        fmt::print("  {}: {} of DMA memory ({}) at physical addresses, interrupts {}\n", uio::uio_driver,
+                   size_text(m.bytes()), pages, c.interrupt_source());
+}
+
 static void print_device_line(device_session& s) {
     auto& ini = s.ctl.ini();
     const scsi_config_values& d = ini.device_config();
@@ -20,6 +33,7 @@ static void print_device_line(device_session& s) {
                s.ctl.function().bdf, ini.legacy() ? "legacy" : "modern", d.num_queues, d.num_queues == 1 ? "" : "s",
                ini.queue_size(0), d.cmd_per_lun, d.seg_max, d.max_sectors, d.max_target, d.max_lun,
                s.ctl.wait_mode());
+    print_host_line(s.ctl);
 }
 
 

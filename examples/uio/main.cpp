@@ -1,7 +1,8 @@
-// vscsi-uio: drive a virtio-scsi PCI function from userspace through uio_pci_generic.
+// vscsi-uio: drive a virtio-scsi PCI function from userspace through vfio-pci (behind an
+// IOMMU) or uio_pci_generic (without one).
 //
 //   vscsi-uio list
-//   vscsi-uio bind|unbind [PCI] [--force]
+//   vscsi-uio bind|unbind [PCI] [--driver uio|vfio] [--force]
 //   vscsi-uio scan [-d PCI]
 //   vscsi-uio inquiry|capacity -d PCI -t T -l L
 //   vscsi-uio read  -d PCI -t T -l L --lba N --count C [-o FILE]
@@ -11,9 +12,10 @@
 //   vscsi-uio events -d PCI [--timeout S]
 //   vscsi-uio reset -d PCI -t T -l L --type abort|lun|target|device
 //
-// Every device command also takes --irq (sleep on /dev/uioN instead of polling), --hybrid
-// (poll briefly, then sleep on the interrupt) and --legacy / --modern (force a virtio-pci interface). Errors are one line on stderr and a
-// non-zero exit: 2 for a bad command line, 1 for everything else.
+// Every device command also takes --irq (sleep on interrupts instead of polling), --hybrid
+// (poll briefly, then sleep on the interrupt), --legacy / --modern (force a virtio-pci
+// interface) and --driver uio|vfio (which one takes an unbound function). Errors are one
+// line on stderr and a non-zero exit: 2 for a bad command line, 1 for everything else.
 #include <signal.h>
 
 #include <fmt/core.h>
@@ -33,8 +35,10 @@ void on_signal(int) { g_stop = true; }
 
 const char* const usage_text =
     "usage: vscsi-uio COMMAND [options]\n"
-    "  list                                  virtio-scsi functions: address, driver, interface, queues\n"
-    "  bind|unbind [PCI] [--force]           give a function to uio_pci_generic, or back to the kernel\n"
+    "  list                                  virtio-scsi functions: address, driver, interface, IOMMU group, queues\n"
+    "  bind|unbind [PCI] [--driver uio|vfio] [--force]\n"
+    "                                        give a function to vfio-pci (where it has an IOMMU group)\n"
+    "                                        or uio_pci_generic, or back to the kernel\n"
     "  scan [-d PCI]                         every target and LUN: identity, capacity, limits\n"
     "  inquiry|capacity -d PCI -t T -l L\n"
     "  read  -d PCI -t T -l L --lba N --count C [-o FILE|-]\n"
@@ -45,7 +49,7 @@ const char* const usage_text =
     "  events -d PCI [--timeout S]\n"
     "  reset -d PCI -t T -l L --type abort|lun|target|device\n"
     "device commands also take --irq (interrupts instead of polling), --hybrid (poll briefly,\n"
-    "then sleep on the interrupt) and --legacy | --modern;\n"
+    "then sleep on the interrupt), --legacy | --modern and --driver uio|vfio (for an unbound function);\n"
     "-d may be left out when there is one virtio-scsi function, -t/-l default to the first LUN.\n";
 
 struct command_entry {
@@ -71,12 +75,12 @@ int main(int argc, char** argv) {
         a.insert(b.begin(), b.end());
         return a;
     };
-    const std::set<std::string> lun_values = {"-d", "-t", "-l"};
+    const std::set<std::string> lun_values = {"-d", "-t", "-l", "--driver"};
     const command_entry commands[] = {
         {"list", cmd_list, {{}, {}, 0}},
-        {"bind", cmd_bind, {{"-d"}, {"--force"}, 1}},
+        {"bind", cmd_bind, {{"-d", "--driver"}, {"--force"}, 1}},
         {"unbind", cmd_unbind, {{"-d"}, {}, 1}},
-        {"scan", cmd_scan, {{"-d"}, dev_flags, 0}},
+        {"scan", cmd_scan, {{"-d", "--driver"}, dev_flags, 0}},
         {"inquiry", cmd_inquiry, {lun_values, dev_flags, 0}},
         {"capacity", cmd_capacity, {lun_values, dev_flags, 0}},
         {"read", cmd_read, {with(lun_values, {"--lba", "--count", "-o"}), dev_flags, 0}},
@@ -84,7 +88,7 @@ int main(int argc, char** argv) {
         {"verify", cmd_verify, {with(lun_values, {"--size", "--seed"}), dev_flags, 0}},
         {"bench", cmd_bench,
          {with(lun_values, {"--rw", "--bs", "--iodepth", "--runtime", "--queues"}), with(dev_flags, {"--json"}), 0}},
-        {"events", cmd_events, {{"-d", "--timeout"}, dev_flags, 0}},
+        {"events", cmd_events, {{"-d", "--driver", "--timeout"}, dev_flags, 0}},
         {"reset", cmd_reset, {with(lun_values, {"--type"}), dev_flags, 0}},
     };
     for (const command_entry& e : commands) {
@@ -92,7 +96,10 @@ int main(int argc, char** argv) {
         options o;
         o.command = cmd;
         std::string err;
-        if (!parse_options(argc, argv, 2, e.spec, o, err) || !parse_lun_args(o, err)) return fail(err, exit_usage);
+        vscsi::uio::host_driver driver;
+        if (!parse_options(argc, argv, 2, e.spec, o, err) || !parse_lun_args(o, err) ||
+            (!parse_driver(o, driver, err) && !err.empty()))
+            return fail(err, exit_usage);
         struct sigaction sa {};
         sa.sa_handler = on_signal;
         sigaction(SIGINT, &sa, nullptr);

@@ -34,10 +34,30 @@ bool open_device(const options& o, device_session& s, std::string& err, size_t d
     }
     if (o.flags.count("--legacy")) oo.transport = uio::transport_choice::legacy;
     if (o.flags.count("--modern")) oo.transport = uio::transport_choice::modern;
+    uio::host_driver d;
+    if (parse_driver(o, d, err)) oo.driver = d == uio::host_driver::vfio ? uio::driver_choice::vfio : uio::driver_choice::uio;
+    else if (!err.empty()) return false;
     oo.data_bytes = data_bytes;
     oo.queues = queues;
     oo.slots = slots;
-    return s.ctl.open(oo, err);
+    if (!s.ctl.open(oo, err)) return false;
+    for (const std::string& note : s.ctl.notes()) fmt::print(stderr, "vscsi-uio: {}\n", note);
+    return true;
+}
+
+bool parse_driver(const options& o, uio::host_driver& out, std::string& err) {
+    err.clear();
+    if (!o.values.count("--driver")) return false;
+    const std::string v = o.get("--driver");
+    if (v == "uio") {
+        out = uio::host_driver::uio;
+    } else if (v == "vfio") {
+        out = uio::host_driver::vfio;
+    } else {
+        err = "--driver must be uio or vfio, not '" + v + "'";
+        return false;
+    }
+    return true;
 }
 
 // -t/-l as numbers (checked before any device is touched: a usage error).

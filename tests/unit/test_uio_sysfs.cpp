@@ -221,13 +221,13 @@ TEST_CASE("binding refuses another driver's function without --force, and mounte
     pci_function f;
     std::string err;
     REQUIRE(select_function(h.hp, "", f, err));
-    CHECK(!bind_uio(h.hp, f, false, err));
+    CHECK(!bind_driver(h.hp, f, host_driver::uio, false, err));
     CHECK(err == "0000:00:02.0 is bound to virtio-pci; add --force to take it from that driver");
     CHECK(h.read("sys/bus/pci/devices/0000:00:02.0/driver_override") == "(null)\n");
     CHECK(h.read("sys/bus/pci/drivers/virtio-pci/unbind").empty());
 
     h.write("proc/self/mountinfo", "40 1 8:0 / /srv rw - ext4 /dev/sda rw\n");
-    CHECK(!bind_uio(h.hp, f, true, err));
+    CHECK(!bind_driver(h.hp, f, host_driver::uio, true, err));
     CHECK(err.find("disk sda is mounted on /srv") != std::string::npos);
     CHECK(h.read("sys/bus/pci/devices/0000:00:02.0/driver_override") == "(null)\n");
     CHECK(h.read("sys/bus/pci/drivers/virtio-pci/unbind").empty());
@@ -242,7 +242,7 @@ TEST_CASE("binding with --force: override, unbind, probe, in that order of files
     REQUIRE(select_function(h.hp, "", f, err));
     // The fake kernel does not bind anything, so this ends in "did not take the function",
     // after writing exactly what a real kernel needs.
-    CHECK(!bind_uio(h.hp, f, true, err));
+    CHECK(!bind_driver(h.hp, f, host_driver::uio, true, err));
     CHECK(err.find("uio_pci_generic did not take the function") != std::string::npos);
     CHECK(h.read("sys/bus/pci/devices/0000:00:02.0/driver_override") == "uio_pci_generic\n");
     CHECK(h.read("sys/bus/pci/drivers/virtio-pci/unbind") == "0000:00:02.0");
@@ -255,7 +255,7 @@ TEST_CASE("a function already bound to uio_pci_generic needs nothing; release cl
     pci_function f;
     std::string err, now;
     REQUIRE(select_function(h.hp, "", f, err));
-    CHECK(bind_uio(h.hp, f, false, err));
+    CHECK(bind_driver(h.hp, f, host_driver::uio, false, err));
     CHECK(h.read("sys/bus/pci/devices/0000:00:02.0/driver_override") == "(null)\n");
     CHECK(release_to_kernel(h.hp, f, now, err));
     CHECK(h.read("sys/bus/pci/devices/0000:00:02.0/driver_override") == "\n");
