@@ -269,11 +269,7 @@ int run_bench(controller& c, const bench_params& p, const volatile bool& stop) {
         if (has_write) print_direction_text("write", L.lat[1], p.bs, secs);
         fmt::print("  cpu  : {:.2f} s user, {:.2f} s system, {:.1f} us per I/O\n", usr, sys,
                    ios ? (usr + sys) * 1e6 / double(ios) : 0.0);
-        if (c.irq_mode()) {
-            std::string counts;
-            for (const auto& [name, n] : c.interrupt_counts()) counts += fmt::format("{}{} {}", counts.empty() ? "" : ", ", name, n);
-            fmt::print("  irqs : {}: {}\n", c.interrupt_source(), counts);
-        }
+        if (c.irq_mode()) fmt::print("  irqs : {}\n", interrupt_summary(c));
         fmt::print("  errors: {}{}\n", L.errors, L.errors ? fmt::format(" (first: {})", to_string(L.first_error)) : "");
     }
     if (c.ini().state() != initiator_state::running) {

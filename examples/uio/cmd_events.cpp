@@ -100,6 +100,7 @@ int cmd_events(const options& o) {
         fflush(stdout);
     }
     fmt::print("events: {} received\n", seen);
+    if (c.irq_mode()) fmt::print("interrupts: {}\n", interrupt_summary(c));
     return 0;
 }
 

@@ -16,5 +16,6 @@ int cmd_verify(const options& o);
 int cmd_bench(const options& o);
 int cmd_events(const options& o);
 int cmd_reset(const options& o);
+int cmd_iommu_check(const options& o);
 
 }  // namespace vscsi_uio

@@ -11,6 +11,7 @@
 //   vscsi-uio bench -d PCI -t T -l L --rw MODE --bs 4k --iodepth 32 --runtime 10 [--queues N] [--json]
 //   vscsi-uio events -d PCI [--timeout S]
 //   vscsi-uio reset -d PCI -t T -l L --type abort|lun|target|device
+//   vscsi-uio iommu-check -d PCI -t T -l L      (vfio: a READ into an unmapped IOVA faults)
 //
 // Every device command also takes --irq (sleep on interrupts instead of polling), --hybrid
 // (poll briefly, then sleep on the interrupt), --legacy / --modern (force a virtio-pci
@@ -48,6 +49,7 @@ const char* const usage_text =
     "        --runtime 10 [--queues N] [--json]\n"
     "  events -d PCI [--timeout S]\n"
     "  reset -d PCI -t T -l L --type abort|lun|target|device\n"
+    "  iommu-check -d PCI -t T -l L          diagnostic: a READ into an unmapped IOVA must fault, not land\n"
     "device commands also take --irq (interrupts instead of polling), --hybrid (poll briefly,\n"
     "then sleep on the interrupt), --legacy | --modern and --driver uio|vfio (for an unbound function);\n"
     "-d may be left out when there is one virtio-scsi function, -t/-l default to the first LUN.\n";
@@ -90,6 +92,7 @@ int main(int argc, char** argv) {
          {with(lun_values, {"--rw", "--bs", "--iodepth", "--runtime", "--queues"}), with(dev_flags, {"--json"}), 0}},
         {"events", cmd_events, {{"-d", "--driver", "--timeout"}, dev_flags, 0}},
         {"reset", cmd_reset, {with(lun_values, {"--type"}), dev_flags, 0}},
+        {"iommu-check", cmd_iommu_check, {lun_values, dev_flags, 0}},
     };
     for (const command_entry& e : commands) {
         if (cmd != e.name) continue;

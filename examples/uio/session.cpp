@@ -130,6 +130,12 @@ bool transfer(device_session& s, const lun_info& li, bool write, uint64_t lba, u
     return false;
 }
 
+std::string interrupt_summary(const uio::controller& c) {
+    std::string counts;
+    for (const auto& [name, n] : c.interrupt_counts()) counts += fmt::format("{}{} {}", counts.empty() ? "" : ", ", name, n);
+    return c.interrupt_source() + ": " + counts;
+}
+
 std::string size_text(uint64_t bytes) {
     if (bytes >= (1ull << 30)) return fmt::format("{:.1f} GiB", double(bytes) / double(1ull << 30));
     if (bytes >= (1ull << 20)) return fmt::format("{:.1f} MiB", double(bytes) / double(1ull << 20));

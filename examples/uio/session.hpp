@@ -59,4 +59,7 @@ bool transfer(device_session& s, const lun_info& li, bool write, uint64_t lba, u
 
 std::string size_text(uint64_t bytes);
 
+// "MSI-X, 5 vectors: config 0, control 1, event 3, request0 0, ..." (interrupt mode).
+std::string interrupt_summary(const vscsi::uio::controller& c);
+
 }  // namespace vscsi_uio

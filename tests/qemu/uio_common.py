@@ -114,30 +114,39 @@ def check_bad_inputs(r, g, lun_arg, capacity_blocks, read_only_arg=None):
         "su nobody -s /bin/sh -c 'vscsi-uio scan'", 'needs root')
 
 
+def kernel_disk_cmd(bdf, target, lun):
+    """Shell that prints the kernel's block device for target:lun of the function at bdf
+    (other functions may have a disk at the same target and LUN)."""
+    return (f'for d in /sys/class/scsi_disk/*:0:{target}:{lun}; do readlink -f $d | grep -q "/{bdf}/" && '
+            f'ls $d/device/block/ && break; done')
+
+
 def check_kernel_cross(r, g, bdf, target=0, lun=0, block_size=512, while_kernel_owns=None):
     """Data vscsi-uio writes is read back by Linux's own virtio_scsi driver in the same guest,
     and data the kernel writes is read back by vscsi-uio, byte for byte. The function is
-    handed from uio_pci_generic to virtio-pci and back in between, through vscsi-uio itself."""
+    handed from its userspace driver (uio_pci_generic or vfio-pci) to virtio-pci and back in
+    between, through vscsi-uio itself."""
     first_lba = (4 << 20) // block_size   # 2 MiB of pattern at 4 MiB
     count = (2 << 20) // block_size
-    rc, out = g.run(f'vscsi-uio write -t {target} -l {lun} --lba {first_lba} --count {count} --pattern 4242')
+    lun_arg = f'-d {bdf} -t {target} -l {lun}'
+    rc, out = g.run(f'vscsi-uio write {lun_arg} --lba {first_lba} --count {count} --pattern 4242')
     r.check('cross-check: vscsi-uio wrote 2 MiB of pattern', rc == 0, out)
-    rc, out = g.run('vscsi-uio unbind && for m in virtio_pci virtio_scsi sd_mod; do modprobe $m; done && '
-                    f'for i in $(seq 100); do [ -e /sys/class/scsi_disk/*:0:{target}:{lun}/device/block ] && break;'
+    rc, out = g.run(f'vscsi-uio unbind {bdf} && for m in virtio_pci virtio_scsi sd_mod; do modprobe $m; done && '
+                    f'for i in $(seq 100); do [ -n "$({kernel_disk_cmd(bdf, target, lun)})" ] && break;'
                     f' sleep 0.1; done; readlink /sys/bus/pci/devices/{bdf}/driver')
     r.check('unbind hands the function back; virtio-pci takes it', rc == 0 and out.strip().endswith('/virtio-pci'), out)
-    rc, sd = g.run(f'ls /sys/class/scsi_disk/*:0:{target}:{lun}/device/block/')
+    rc, sd = g.run(kernel_disk_cmd(bdf, target, lun))
     sd = sd.strip()
     rc, out = g.run(f'dd if=/dev/{sd} bs=1M skip=4 count=2 2>/dev/null | md5sum')
     r.check(f'cross-check: the kernel (/dev/{sd}) reads back what vscsi-uio wrote, byte for byte',
-            rc == 0 and pattern_md5(4242, 4 << 20, 2 << 20) in out, out)
+            rc == 0 and sd != '' and pattern_md5(4242, 4 << 20, 2 << 20) in out, out)
     rc, out = g.run(f'head -c 3145728 /dev/urandom > /tmp/k && dd if=/tmp/k of=/dev/{sd} bs=1M seek=8 conv=fsync '
                     '2>/dev/null')
-    r.check('cross-check: the kernel wrote 3 MiB of random data', rc == 0, out)
+    r.check('cross-check: the kernel wrote 3 MiB of random data', rc == 0 and sd != '', out)
     if while_kernel_owns:
         while_kernel_owns(sd)
-    rc, out = g.run('vscsi-uio bind --force')
+    rc, out = g.run(f'vscsi-uio bind {bdf} --force')
     r.check('bind --force takes the function back from virtio-pci', rc == 0 and 'taken from virtio-pci' in out, out)
-    rc, out = g.run(f'vscsi-uio read -t {target} -l {lun} --lba {(8 << 20) // block_size} '
+    rc, out = g.run(f'vscsi-uio read {lun_arg} --lba {(8 << 20) // block_size} '
                     f'--count {(3 << 20) // block_size} -o /tmp/k2 && cmp /tmp/k /tmp/k2')
     r.check('cross-check: vscsi-uio reads back what the kernel wrote, byte for byte', rc == 0, out)

@@ -57,6 +57,16 @@ def make_disk(path, size_bytes):
     return path
 
 
+# A q35 guest whose PCI functions sit behind an emulated Intel IOMMU, each in an IOMMU group of
+# its own (functions behind a conventional PCI bridge share one), with interrupt remapping.
+# The IOMMU device must come before the functions it translates for; the guest kernel needs
+# IOMMU_KERNEL_ARGS, and a virtio device uses the IOMMU only with iommu_platform=on.
+IOMMU_MACHINE = ['-machine', 'q35', '-device', 'intel-iommu,intremap=on,caching-mode=on']
+IOMMU_KERNEL_ARGS = 'intel_iommu=on'
+# vfio-pci with its dependencies, and the type1 IOMMU backend, which nothing depends on.
+VFIO_MODULES = ['vfio_pci', 'vfio_iommu_type1']
+
+
 def scsi_controller(ctrl_id, kind='transitional', num_queues=1, virtqueue_size=None, extra=''):
     """-device args for a virtio-scsi PCI function: transitional (1af4:1004, legacy and modern
     interfaces), modern (1af4:1048 only) or legacy (no modern capabilities)."""
