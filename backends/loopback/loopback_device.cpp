@@ -99,9 +99,10 @@ device::device(const options& o, const dma_map& mem) : opt_(o), mem_(mem) {
         at += 0x10 * ((len + 15) / 16);
         return c;
     };
-    // MSI-X capability (table not modelled; the enable bit moves legacy config).
+    // MSI-X capability (table not modelled; the enable bit moves legacy config). Its size is
+    // what the vector registers accept.
     uint8_t* msix = add_cap(0x11, 12);
-    st16(msix + 2, uint16_t((opt_.msix_enabled ? 0x8000 : 0) | 3));
+    st16(msix + 2, uint16_t((opt_.msix_enabled ? 0x8000 : 0) | (msix_table_size - 1)));
     if (has_modern) {
         auto vcap = [&](uint8_t type, uint32_t off, uint32_t len, bool notify) {
             uint8_t* c = add_cap(0x09, notify ? 20 : 16);
@@ -270,10 +271,10 @@ void device::legacy_write(uint32_t off, unsigned width, uint32_t v) {
             return;
         case 18: want(1); return status_write(uint8_t(v));
         case 19: return violation("write to ISR (read-only)");
-        case 20: want(2); msix_config_ = uint16_t(v); return;
+        case 20: want(2); msix_config_ = msix_vector(v); return;
         case 22:
             want(2);
-            if (queue_select_ < queues_.size()) queues_[queue_select_].msix = uint16_t(v);
+            if (queue_select_ < queues_.size()) queues_[queue_select_].msix = msix_vector(v);
             return;
     }
     violation("legacy write at a field's middle: " + std::to_string(off));
@@ -351,7 +352,7 @@ void device::common_write(uint32_t off, unsigned width, uint32_t v) {
             driver_features_written_ = true;
             return;
         }
-        case 16: want(2); msix_config_ = uint16_t(v); return;
+        case 16: want(2); msix_config_ = msix_vector(v); return;
         case 18: return violation("write to num_queues (checklist 54)");
         case 20: want(1); return status_write(uint8_t(v));
         case 21: return violation("write to config_generation (checklist 54)");
@@ -362,7 +363,7 @@ void device::common_write(uint32_t off, unsigned width, uint32_t v) {
             if (v == 0 || v > q->max || (v & (v - 1))) return violation("queue size not a power of two <= max (checklist 40)");
             q->size = v;
             return;
-        case 26: want(2); if (q) q->msix = uint16_t(v); return;
+        case 26: want(2); if (q) q->msix = msix_vector(v); return;
         case 28:
             want(2);
             if (v != 1) return violation("queue_enable written with " + std::to_string(v) + " (checklist 54)");
@@ -449,6 +450,7 @@ void device::do_reset() {
     kind_legacy_used_ = false;
     sense_size_ = default_sense_size;  // checklist 59
     cdb_size_ = default_cdb_size;
+    msix_config_ = 0xffff;  // vectors are forgotten: every queue's below, and this one
     for (queue& q : queues_) {
         const uint32_t max = q.max;
         q = queue{};

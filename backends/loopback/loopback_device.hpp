@@ -286,6 +286,10 @@ private:
     uint16_t queue_select_ = 0;
     uint8_t cur_target_ = 0;
     uint16_t msix_config_ = 0xffff;
+    // A vector past the MSI-X table cannot be mapped: the register then reads NO_VECTOR, as
+    // the spec lets a device answer a vector it cannot use (checklist 56).
+    static constexpr uint16_t msix_table_size = 4;
+    static uint16_t msix_vector(uint32_t v) { return v < msix_table_size ? uint16_t(v) : uint16_t(0xffff); }
     uint32_t sense_size_ = default_sense_size;
     uint32_t cdb_size_ = default_cdb_size;
     bool needs_reset_ = false;

@@ -2,7 +2,9 @@
 //
 // The initiator is a template over its transport; a program that drives whichever interface
 // a device offers would otherwise instantiate everything twice. This forwards each call to
-// the legacy or the modern transport behind one well-predicted branch.
+// the legacy or the modern transport behind one well-predicted branch. It also writes the
+// MSI-X vectors a driver listening on them wants (vfio). A template over the Bus only so the
+// tests can run it against the loopback device.
 #pragma once
 #include <stdint.h>
 
@@ -12,9 +14,10 @@
 
 namespace vscsi::uio {
 
-class pci_transport {
+template <class Bus>
+class basic_pci_transport {
 public:
-    explicit pci_transport(bar_bus& bus) : legacy_(bus), modern_(bus) {}
+    explicit basic_pci_transport(Bus& bus) : legacy_(bus), modern_(bus) {}
 
     // What the function offers. Call before use(); probing only reads registers.
     bool probe_modern() { return modern_.probe() == status::ok; }
@@ -62,8 +65,8 @@ public:
     bool msix_refused() const { return refused_; }
     uint16_t queue_vector(uint16_t q) const { return per_queue_ ? uint16_t(first_queue_vector_ + q) : first_queue_vector_; }
 
-    legacy_pci<bar_bus>& legacy() { return legacy_; }
-    modern_pci<bar_bus>& modern() { return modern_; }
+    legacy_pci<Bus>& legacy() { return legacy_; }
+    modern_pci<Bus>& modern() { return modern_; }
 
 private:
     void assign_vectors(uint16_t q) {
@@ -73,8 +76,8 @@ private:
         if (c != config_vector_ || got != v) refused_ = true;
     }
 
-    legacy_pci<bar_bus> legacy_;
-    modern_pci<bar_bus> modern_;
+    legacy_pci<Bus> legacy_;
+    modern_pci<Bus> modern_;
     bool is_legacy_ = false;
     bool msix_ = false;
     bool per_queue_ = false;
@@ -82,5 +85,7 @@ private:
     uint16_t config_vector_ = msix_no_vector;
     uint16_t first_queue_vector_ = msix_no_vector;
 };
+
+using pci_transport = basic_pci_transport<bar_bus>;
 
 }  // namespace vscsi::uio

@@ -1,6 +1,6 @@
-// The uio backend's sysfs logic against a fake /sys and /proc tree: discovery, address
-// parsing, interface detection, the in-use and IOMMU checks, and what binding writes (and,
-// when it must refuse, that it writes nothing).
+// The userspace backends' sysfs logic against a fake /sys and /proc tree: discovery, address
+// parsing, interface detection, IOMMU groups, the in-use and IOMMU checks, and what binding to
+// uio_pci_generic or vfio-pci writes (and, when it must refuse, that it writes nothing).
 #include <catch2/catch.hpp>
 
 #include <stdlib.h>
@@ -76,6 +76,12 @@ struct fake_host {
         fs::create_directories(root / dir / "holders");
         fs::create_symlink("../devices/pci0000:00/" + bdf + "/virtio0/host0/target0:0:0/0:0:0:0/block/" + name,
                            root / "sys/block" / name);
+    }
+    // Put a function in an IOMMU group: its iommu_group link and the group's devices list.
+    void group(const std::string& bdf, const std::string& n) {
+        fs::create_directories(root / "sys/kernel/iommu_groups" / n / "devices");
+        fs::create_symlink("../../../kernel/iommu_groups/" + n, root / "sys/devices/pci0000:00" / bdf / "iommu_group");
+        fs::create_symlink("../../../../devices/pci0000:00/" + bdf, root / "sys/kernel/iommu_groups" / n / "devices" / bdf);
     }
     void partition(const std::string& bdf, const std::string& disk_name, const std::string& name, const std::string& devno) {
         const std::string dir =
@@ -279,4 +285,77 @@ TEST_CASE("one driver per function: the lock refuses a second one until released
         CHECK(err == "0000:00:02.0 is in use by another vscsi-uio");
     }
     CHECK(!function_lock::held_elsewhere(h.hp, "0000:00:02.0"));
+}
+
+TEST_CASE("vfio: the default where a function has an IOMMU group, uio where it has none", "[uio][vfio][sysfs]") {
+    fake_host h;
+    h.function("0000:00:02.0", "0x1af4", "0x1048");
+    h.function("0000:00:03.0", "0x1af4", "0x1048");
+    h.group("0000:00:03.0", "7");
+    const auto all = find_virtio_scsi(h.hp);
+    REQUIRE(all.size() == 2);
+    CHECK(all[0].iommu_group.empty());
+    CHECK(default_driver(all[0]) == host_driver::uio);
+    CHECK(all[1].iommu_group == "7");
+    CHECK(default_driver(all[1]) == host_driver::vfio);
+    CHECK(group_members(h.hp, "7") == std::vector<std::string>{"0000:00:03.0"});
+    CHECK(is_userspace_driver("vfio-pci"));
+    CHECK(is_userspace_driver("uio_pci_generic"));
+    CHECK(!is_userspace_driver("virtio-pci"));
+    CHECK(!is_userspace_driver(""));
+}
+
+TEST_CASE("vfio: binding needs an IOMMU group of the function's own, and then writes what the kernel needs",
+          "[uio][vfio][sysfs]") {
+    fake_host h;
+    fs::create_directories(h.root / "sys/bus/pci/drivers/vfio-pci");
+    h.function("0000:00:02.0", "0x1af4", "0x1048");                 // no IOMMU
+    h.function("0000:00:03.0", "0x1af4", "0x1048");                 // shares group 5 with a bridge
+    h.function("0000:00:04.0", "0x8086", "0x244e", "pcieport");
+    h.group("0000:00:03.0", "5");
+    h.group("0000:00:04.0", "5");
+    h.function("0000:00:05.0", "0x1af4", "0x1048", "virtio-pci");   // a group of its own
+    h.group("0000:00:05.0", "6");
+    pci_function f;
+    std::string err;
+
+    REQUIRE(select_function(h.hp, "00:02.0", f, err));
+    CHECK(!bind_driver(h.hp, f, host_driver::vfio, false, err));
+    CHECK(err.find("no IOMMU: 0000:00:02.0 is in no IOMMU group") == 0);
+    CHECK(h.read("sys/bus/pci/devices/0000:00:02.0/driver_override") == "(null)\n");
+
+    REQUIRE(select_function(h.hp, "00:03.0", f, err));
+    CHECK(!bind_driver(h.hp, f, host_driver::vfio, true, err));
+    CHECK(err.find("IOMMU group 5 of 0000:00:03.0 is shared with 0000:00:04.0 (pcieport)") == 0);
+    CHECK(h.read("sys/bus/pci/devices/0000:00:03.0/driver_override") == "(null)\n");
+    CHECK(h.read("sys/bus/pci/drivers_probe").empty());
+
+    REQUIRE(select_function(h.hp, "00:05.0", f, err));
+    CHECK(!bind_driver(h.hp, f, host_driver::vfio, false, err));  // a kernel driver has it
+    CHECK(err == "0000:00:05.0 is bound to virtio-pci; add --force to take it from that driver");
+    CHECK(!bind_driver(h.hp, f, host_driver::vfio, true, err));   // the fake kernel binds nothing
+    CHECK(err.find("vfio-pci did not take the function") != std::string::npos);
+    CHECK(h.read("sys/bus/pci/devices/0000:00:05.0/driver_override") == "vfio-pci\n");
+    CHECK(h.read("sys/bus/pci/drivers/virtio-pci/unbind") == "0000:00:05.0");
+    CHECK(h.read("sys/bus/pci/drivers_probe") == "0000:00:05.0");
+}
+
+TEST_CASE("vfio: a function on vfio-pci needs nothing; it moves to uio without --force, and goes back to the kernel",
+          "[uio][vfio][sysfs]") {
+    fake_host h;
+    h.function("0000:00:05.0", "0x1af4", "0x1048", "vfio-pci");
+    h.group("0000:00:05.0", "6");
+    pci_function f;
+    std::string err, now;
+    REQUIRE(select_function(h.hp, "", f, err));
+    CHECK(bind_driver(h.hp, f, host_driver::vfio, false, err));   // already there: nothing written
+    CHECK(h.read("sys/bus/pci/drivers_probe").empty());
+    CHECK(!bind_driver(h.hp, f, host_driver::uio, false, err));   // no --force needed to move ...
+    CHECK(err.find("uio_pci_generic did not take the function") != std::string::npos);  // ... the fake kernel binds nothing
+    CHECK(h.read("sys/bus/pci/devices/0000:00:05.0/driver_override") == "uio_pci_generic\n");
+    CHECK(h.read("sys/bus/pci/drivers/vfio-pci/unbind") == "0000:00:05.0");
+    h.write("sys/bus/pci/drivers/vfio-pci/unbind", "");
+    CHECK(release_to_kernel(h.hp, f, now, err));
+    CHECK(h.read("sys/bus/pci/devices/0000:00:05.0/driver_override") == "\n");
+    CHECK(h.read("sys/bus/pci/drivers/vfio-pci/unbind") == "0000:00:05.0");
 }
