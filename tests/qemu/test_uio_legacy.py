@@ -31,6 +31,9 @@ try:
     bdf = first_function(g)
     rc, out = g.run('vscsi-uio list')
     r.check('list: 1af4:1004 without virtio capabilities is legacy', rc == 0 and 'legacy' in out, out)
+    rc, out = g.run(f'vscsi-uio bind --driver vfio {bdf} 2>&1')
+    r.check('bind --driver vfio without an IOMMU: refused in one line, nothing bound',
+            rc == 1 and out.strip().count('\n') == 0 and 'no IOMMU' in out and '--driver uio' in out, out)
     rc, out = g.run('vscsi-uio bind && vscsi-uio scan', timeout=120)
     got = {k: (v['blocks'], v['block_size'], v['read_only']) for k, v in parse_scan(out).items()}
     r.check('scan: 2 targets, 3 LUNs as given to QEMU', rc == 0 and got == topology and 'scan: 2 targets, 3 LUNs' in out,
@@ -63,6 +66,10 @@ try:
     r.check('events (interrupts, legacy): hot-unplug of 3:0', 'hot-unplug: 3:0 (transport reset, removed)' in log, log)
     rc, log = g.run('p=$(cat /tmp/ev.pid); kill $p; while kill -0 $p 2>/dev/null; do sleep 0.1; done; cat /tmp/ev.log')
     r.check('events stops cleanly on SIGTERM and says how many it saw', 'events: 2 received' in log, log)
+
+    rc, out = g.run('vscsi-uio iommu-check 2>&1')
+    r.check('iommu-check on uio_pci_generic: nothing confines it, said in one line',
+            rc == 1 and out.strip().count('\n') == 0 and 'no IOMMU confines it' in out, out)
 
     rc, out = g.run('vscsi-uio reset -t 3 -l 5 --type target')
     r.check('target reset on the legacy device', rc == 0 and 'answered FUNCTION COMPLETE' in out, out)
