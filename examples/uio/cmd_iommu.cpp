@@ -23,7 +23,6 @@
 namespace vscsi_uio {
 
 using namespace vscsi;
-using vscsi::uio::command_result;
 using vscsi::uio::controller;
 
 namespace {
@@ -41,23 +40,6 @@ uint64_t physical_address(const void* p) {
     if (!ok || !(e >> 63)) return 0;
     return (e & ((1ull << 55) - 1)) * page;
 }
-
-// Records the one command this diagnostic sends; everything else goes to the controller's
-// own handler.
-struct probe_handler {
-    controller::sync_handler& base;
-    uint64_t tag = 0;
-    bool done = false;
-    io_completion c{};
-    void on_complete(const io_completion& x) {
-        if (x.tag != tag) return base.on_complete(x);
-        done = true;
-        c = x;
-    }
-    void on_tmf(const tmf_completion& t) { base.on_tmf(t); }
-    void on_an(const an_completion& a) { base.on_an(a); }
-    void on_event(const event_info& e) { base.on_event(e); }
-};
 
 }  // namespace
 
@@ -86,32 +68,19 @@ int cmd_iommu_check(const options& o) {
 
     const uint64_t first = c.memory().iova(), end = first + c.memory().bytes();
     uint64_t iova = physical_address(sentinel);
-    std::string where = fmt::format("the physical address of a page of ours that is not mapped for the device");
-    if (iova == 0 || (iova + bs > first && iova < end)) {
-        iova = (end + (2u << 20) - 1) / (2u << 20) * (2u << 20) + (2u << 20);  // a hole past the mapping
-        where = "an IOVA past the mapping";
-    }
+    const bool physical = iova != 0 && !(iova + bs > first && iova < end);
+    if (!physical) iova = (end + (2u << 20) - 1) / (2u << 20) * (2u << 20) + (2u << 20);  // a hole past the mapping
+    const char* where =
+        physical ? "the physical address of a page of ours that is not mapped for the device" : "an IOVA past the mapping";
     fmt::print("iommu-check {} {}:{}: DMA memory is {} at IOVA {:#x}..{:#x}; READ of LBA 0 into IOVA {:#x} ({})\n",
                c.function().bdf, li.target, li.lun, size_text(c.memory().bytes()), first, end - 1, iova, where);
     fflush(stdout);
 
-    uint8_t cdb[16];
-    const uint32_t n = scsi::read_write(cdb, sizeof cdb, false, 0, 1);
-    const sg_entry sg{iova, bs};
-    io_request r{};
-    r.target = li.target;
-    r.lun = li.lun;
-    r.cdb = cdb;
-    r.cdb_len = n;
-    r.data_in = &sg;
-    r.n_in = 1;
-    r.timeout_ns = 2000000000ull;  // then the escalation ladder, a step every few seconds
+    // Two seconds, then the escalation ladder, a step every few seconds.
     const initiator_stats st0 = c.ini().stats();
-    probe_handler h{c.handler()};
-    const result<uint64_t> t = c.ini().submit(r, c.now());
-    if (t.st != status::ok) return fail(std::string("could not send the READ: ") + to_string(t.st));
-    h.tag = t.value;
-    c.ini().kick();
+    tag_watch h{c.handler()};
+    const status sent = send_read(c, li.target, li.lun, 0, iova, bs, 2000000000ull, h);
+    if (sent != status::ok) return fail(std::string("could not send the READ: ") + to_string(sent));
     // The initiator's deadlines end the command whatever the device does (the escalation
     // ladder ends in a device reset), so this wait is bounded; the deadline is a backstop.
     const bool ended = c.wait_until(h, [&] { return h.done; }, c.now() + 120000000000ull);
@@ -132,7 +101,7 @@ int cmd_iommu_check(const options& o) {
     if (!ended) return fail("the READ into the unmapped IOVA never ended, and the device was not recovered");
     fmt::print("  the READ ended {}{}\n", to_string(h.c.outcome),
                ladder.empty() ? std::string() : "; the driver's recovery: " + ladder);
-    fmt::print("  the page at that physical address is {}\n",
+    fmt::print("  {} is {}\n", physical ? "the page at that physical address" : "our page outside the mapping",
                landed ? "overwritten with the block: the device bypassed the IOMMU" : intact ? "untouched" : "changed");
 
     // Afterwards everything works as before.

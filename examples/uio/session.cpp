@@ -130,6 +130,27 @@ bool transfer(device_session& s, const lun_info& li, bool write, uint64_t lba, u
     return false;
 }
 
+status send_read(uio::controller& c, uint8_t target, uint16_t lun, uint64_t lba, uint64_t bus, uint32_t len,
+                 uint64_t timeout_ns, tag_watch& w) {
+    uint8_t cdb[16];
+    const uint32_t n = scsi::read_write(cdb, sizeof cdb, false, lba, 1);
+    const sg_entry sg{bus, len};
+    io_request r{};
+    r.target = target;
+    r.lun = lun;
+    r.cdb = cdb;
+    r.cdb_len = n;
+    r.data_in = &sg;
+    r.n_in = 1;
+    r.timeout_ns = timeout_ns;
+    const result<uint64_t> t = c.ini().submit(r, c.now());
+    if (t.st != status::ok) return t.st;
+    w.tag = t.value;
+    w.done = false;
+    c.ini().kick();
+    return status::ok;
+}
+
 std::string interrupt_summary(const uio::controller& c) {
     std::string counts;
     for (const auto& [name, n] : c.interrupt_counts()) counts += fmt::format("{}{} {}", counts.empty() ? "" : ", ", name, n);

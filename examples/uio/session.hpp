@@ -57,6 +57,29 @@ bool check_range(const lun_info& li, uint64_t lba, uint64_t count, std::string& 
 bool transfer(device_session& s, const lun_info& li, bool write, uint64_t lba, uint32_t blocks, uint8_t* buf,
               std::string& err);
 
+// A handler that watches for one command sent with send_read(), and hands everything else on
+// to the controller's own handler.
+struct tag_watch {
+    vscsi::uio::controller::sync_handler& base;
+    uint64_t tag = 0;
+    bool done = false;
+    vscsi::io_completion c{};
+    void on_complete(const vscsi::io_completion& x) {
+        if (x.tag != tag) return base.on_complete(x);
+        done = true;
+        c = x;
+    }
+    void on_tmf(const vscsi::tmf_completion& t) { base.on_tmf(t); }
+    void on_an(const vscsi::an_completion& a) { base.on_an(a); }
+    void on_event(const vscsi::event_info& e) { base.on_event(e); }
+};
+
+// Queue a READ of one block at `lba` into `len` bytes at bus address `bus`, and notify the
+// device, without waiting: the tag goes into `w`, which then sees the completion. A zero
+// timeout is the initiator's default.
+vscsi::status send_read(vscsi::uio::controller& c, uint8_t target, uint16_t lun, uint64_t lba, uint64_t bus,
+                        uint32_t len, uint64_t timeout_ns, tag_watch& w);
+
 std::string size_text(uint64_t bytes);
 
 // "MSI-X, 5 vectors: config 0, control 1, event 3, request0 0, ..." (interrupt mode).
