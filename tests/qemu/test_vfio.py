@@ -6,7 +6,8 @@ seven virtio-scsi functions:
 
   A   00:04.0  iommu_platform=on, 4 request queues: three targets, LUNs of 512- and 4096-byte
                blocks, a slow one; everything end to end
-  V2  00:05.0  iommu_platform=on, vectors=2: too few MSI-X vectors for one per queue (shared)
+  V2  00:05.0  iommu_platform=on, vectors=2: too few MSI-X vectors for one per queue (shared);
+               1024-entry virtqueues
   IX  00:06.0  iommu_platform=on, vectors=0: no MSI-X at all (INTx)
   NP  00:07.0  no iommu_platform: the device would bypass the IOMMU (refused)
   B1, B2       behind a PCIe-to-PCI bridge: one IOMMU group for both (shared; not viable)
@@ -53,7 +54,7 @@ for (t, l), (size, bs) in disks.items():
 # Every command on the slow LUN takes 2 s: something is still in flight when the abort arrives.
 qemu += ['-drive', 'driver=null-co,read-zeroes=on,latency-ns=2000000000,size=1G,if=none,id=slow',
          '-device', 'scsi-hd,drive=slow,id=hd-slow,bus=scsi0.0,scsi-id=1,lun=4']
-qemu += scsi_controller('scsi1', kind='modern', extra='iommu_platform=on,vectors=2,addr=0x5')
+qemu += scsi_controller('scsi1', kind='modern', virtqueue_size=1024, extra='iommu_platform=on,vectors=2,addr=0x5')
 qemu += scsi_disk('v2', make_disk(os.path.join(work, 'v2.img'), 8 * MiB), bus='scsi1.0')
 qemu += scsi_controller('scsi2', kind='modern', extra='iommu_platform=on,vectors=0,addr=0x6')
 qemu += scsi_disk('ix', make_disk(os.path.join(work, 'ix.img'), 8 * MiB), bus='scsi2.0')
@@ -173,6 +174,20 @@ try:
     rc, out = g.run(f'vscsi-uio bind -d {T}')
     r.check('bind the iothread device', rc == 0 and 'bound to vfio-pci' in out, out)
     check_verify(r, g, 'iothread device, MSI-X', f'-d {T} --size 16m --seed 37 --irq', '16.0 MiB')
+    rc, out = g.run(f'vscsi-uio scan -d {V2}')
+    r.check('1024-entry virtqueues through vfio', rc == 0 and '1 request queue x 1024 entries' in out, out)
+
+    # ---- two functions through vfio at once: two containers, two processes ----
+    g.run_bg(f'vscsi-uio bench -d {T} --rw randrw --iodepth 16 --runtime 3 --irq --json > /tmp/two.json 2>&1')
+    rc, out = g.run(f'vscsi-uio bench -d {A} --rw randrw --iodepth 16 --runtime 3 --json; '
+                    'while pidof vscsi-uio >/dev/null; do sleep 0.2; done', timeout=120)
+    rc2, out2 = g.run('cat /tmp/two.json')
+    try:
+        a, t = bench_json(out)['jobs'][0], bench_json(out2)['jobs'][0]
+        ok = a['error'] == 0 and t['error'] == 0 and a['read']['total_ios'] > 0 and t['write']['total_ios'] > 0
+    except (ValueError, KeyError, IndexError):
+        ok = False
+    r.check('two functions driven through vfio at the same time, no errors on either', ok, out + out2)
 
     # ---- events: hot-plug, capacity change, hot-unplug, on the event queue's own vector ----
     g.run_bg(f'vscsi-uio events -d {A} --irq --timeout 60 > /tmp/ev.log 2>&1 & echo $! > /tmp/ev.pid')
