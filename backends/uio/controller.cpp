@@ -79,12 +79,12 @@ bool controller::open(const open_options& o, std::string& err) {
                   "and take IOVAs for physical addresses (QEMU: iommu_platform=on on the virtio-scsi-pci device)";
             return false;
         }
-        if (o.irq && !open_vfio_interrupts(err)) return false;
+        if (!open_vfio_interrupts(o.irq, err)) return false;
     }
     if (!start_initiator(cfg, region, err)) return false;
     if (driver_ == host_driver::vfio && transport_->msix_refused()) {
         // The device signals nothing for a queue whose vector it refused: start again on INTx.
-        notes_.push_back(fn_.bdf + ": the device refused an MSI-X vector (it read back NO_VECTOR); using INTx");
+        if (o.irq) notes_.push_back(fn_.bdf + ": the device refused an MSI-X vector (it read back NO_VECTOR); using INTx");
         sync_handler drop;
         ini_->stop(drop);
         vfio_irq_.close();
@@ -185,18 +185,27 @@ bool controller::choose_interface(std::string& err) {
     return true;
 }
 
-bool controller::open_vfio_interrupts(std::string& err) {
-    // Vectors for the control and event queues and every request queue we may use.
-    const uint16_t virtqueues = uint16_t(first_request_queue + opt_.queues);
+bool controller::open_vfio_interrupts(bool listen, std::string& err) {
+    // Polled, the device must still never raise an interrupt nobody handles: vfio-pci leaves
+    // INTx enabled in the function without a handler for it, and a level-triggered line left
+    // asserted on a shared GSI would have the kernel disable another device's handler. So
+    // MSI-X goes on with every vector NO_VECTOR (the device then signals nothing at all), or
+    // INTx goes to vfio, whose handler masks the line the first time it fires.
+    const uint16_t virtqueues = listen ? uint16_t(first_request_queue + opt_.queues) : 0;
     std::string why;
     if (vfio_irq_.open_msix(vfio_, virtqueues, why)) {
+        if (!listen) {
+            transport_->use_msix(msix_no_vector, msix_no_vector, false);
+            return true;
+        }
+        // Vectors for the control and event queues and every request queue we may use.
         transport_->use_msix(vfio::interrupts::config_vector, vfio_irq_.queue_vector(0), vfio_irq_.per_queue());
         if (!vfio_irq_.per_queue())
             notes_.push_back(fn_.bdf + ": " + std::to_string(vfio_irq_.vectors()) + " MSI-X vector(s) for " +
                              std::to_string(virtqueues) + " queues: the queues share one");
         return true;
     }
-    notes_.push_back(fn_.bdf + ": no MSI-X (" + why + "); using INTx");
+    if (listen) notes_.push_back(fn_.bdf + ": no MSI-X (" + why + "); using INTx");
     return vfio_irq_.open_intx(vfio_, err);
 }
 

@@ -7,7 +7,8 @@
 // - vfio: open its container, group and device (the group must be viable), map the BARs
 //   through the device file, require the modern interface and VIRTIO_F_ACCESS_PLATFORM (so
 //   the device translates every DMA through the IOMMU), map DMA memory at IOVAs of our
-//   choosing, and in interrupt mode take MSI-X vectors as eventfds (INTx without MSI-X);
+//   choosing, and take MSI-X vectors as eventfds (INTx without MSI-X); polled, the vectors
+//   are NO_VECTOR, so the device never interrupts;
 // - uio: check for root and that no IOMMU translates, open /dev/uioN, map the BARs through
 //   sysfs, take hugepages and their physical addresses;
 // then set Bus Master Enable, choose the interface (modern when offered) and start the
@@ -148,7 +149,7 @@ private:
     bool open_uio(std::string& err);
     bool open_vfio(std::string& err);
     bool choose_interface(std::string& err);
-    bool open_vfio_interrupts(std::string& err);
+    bool open_vfio_interrupts(bool listen, std::string& err);
     bool start_initiator(const initiator_config& cfg, size_t region, std::string& err);
     void wait_for_interrupt(int ms);
 

@@ -29,8 +29,9 @@ public:
     interrupts(const interrupts&) = delete;
     interrupts& operator=(const interrupts&) = delete;
 
-    // MSI-X vectors for `virtqueues` virtqueues (control, event and the request queues).
-    // Fails when the function has no MSI-X.
+    // MSI-X vectors for `virtqueues` virtqueues (control, event and the request queues); with
+    // 0, one vector only, for a driver that wants MSI-X on but no interrupt (every vector it
+    // writes is NO_VECTOR). Fails when the function has no MSI-X.
     bool open_msix(device& d, uint16_t virtqueues, std::string& err);
     bool open_intx(device& d, std::string& err);
     void close();
