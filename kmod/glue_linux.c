@@ -39,8 +39,8 @@
 
 #include "vscsi_kmod.h"
 
-#if VSK_INTERFACE_VERSION != 1
-#error "glue_linux.c speaks version 1 of vscsi_kmod.h"
+#if VSK_INTERFACE_VERSION != 2
+#error "glue_linux.c speaks version 2 of vscsi_kmod.h"
 #endif
 
 #define VSK_EVENT_NODES 8
@@ -669,9 +669,37 @@ static void vsk_drop_vanished(struct vsk_host *h, int target)
 	kfree(inq);
 }
 
-static void vsk_remove_lun(struct vsk_host *h, u8 target, u32 lun)
+/*
+ * The device the host has for a LUN, under the name an event gives or the LUN's other name
+ * (a scan names a LUN as REPORT LUNS lists it), so an event never makes a second device.
+ */
+static struct scsi_device *vsk_find_lun(struct vsk_host *h, u8 target, u32 name)
 {
-	struct scsi_device *sdev = scsi_device_lookup(h->shost, 0, target, lun);
+	struct scsi_device *sdev = scsi_device_lookup(h->shost, 0, target, name);
+	u32 alias = vsk_lun_alias(name);
+
+	if (!sdev && alias != name && alias != VSK_NO_LUN)
+		sdev = scsi_device_lookup(h->shost, 0, target, alias);
+	return sdev;
+}
+
+static void vsk_add_lun(struct vsk_host *h, u8 target, u32 name)
+{
+	struct scsi_device *sdev = vsk_find_lun(h, target, name);
+	int err;
+
+	if (sdev) {
+		scsi_device_put(sdev);
+		return;
+	}
+	err = scsi_add_device(h->shost, 0, target, name);
+	if (err)
+		shost_printk(KERN_WARNING, h->shost, "adding %u:%u failed: %d\n", target, name, err);
+}
+
+static void vsk_remove_lun(struct vsk_host *h, u8 target, u32 name)
+{
+	struct scsi_device *sdev = vsk_find_lun(h, target, name);
 
 	if (!sdev)
 		return;
@@ -680,9 +708,9 @@ static void vsk_remove_lun(struct vsk_host *h, u8 target, u32 lun)
 	scsi_device_put(sdev);
 }
 
-static void vsk_rescan_lun(struct vsk_host *h, u8 target, u32 lun)
+static void vsk_rescan_lun(struct vsk_host *h, u8 target, u32 name)
 {
-	struct scsi_device *sdev = scsi_device_lookup(h->shost, 0, target, lun);
+	struct scsi_device *sdev = vsk_find_lun(h, target, name);
 
 	if (!sdev)
 		return;
@@ -703,14 +731,9 @@ static void vsk_scan_host(struct vsk_host *h)
 
 static void vsk_handle_event(struct vsk_host *h, const struct vsk_event *ev)
 {
-	int err;
-
 	switch (ev->action) {
 	case VSK_EV_ADD_LUN:
-		err = scsi_add_device(h->shost, 0, ev->target, ev->lun);
-		if (err)
-			shost_printk(KERN_WARNING, h->shost, "adding %u:%u failed: %d\n",
-				     ev->target, ev->lun, err);
+		vsk_add_lun(h, ev->target, ev->lun);
 		break;
 	case VSK_EV_REMOVE_LUN:
 		vsk_remove_lun(h, ev->target, ev->lun);
@@ -1033,7 +1056,7 @@ static int vsk_probe(struct virtio_device *vdev)
 	dev_info(&vdev->dev,
 		 "vscsi: %s device, %u request queue(s) of %u, %u segments, %u targets, %u LUNs\n",
 		 flags & VSK_LEGACY ? "legacy" : "virtio 1.x", h->nreq, lim.can_queue,
-		 lim.sg_tablesize, lim.max_id, lim.max_lun);
+		 lim.sg_tablesize, lim.max_id, lim.max_lun - VSK_FLAT_LUN_NAME);
 	scsi_scan_host(shost);
 	return 0;
 
