@@ -82,6 +82,13 @@ def read_md5(dev, offset_mib, mib=2):
     return out.split()[0] if rc == 0 and out.split() else 'unreadable'
 
 
+def wait_released(drive, timeout=30):
+    """Until QEMU has let go of an unplugged disk's drive (and its image's lock)."""
+    deadline = time.monotonic() + timeout
+    while any(b.get('device') == drive for b in g.qmp('query-block')) and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
 def plug(node, path, target, lun):
     g.qmp('blockdev-add', **{'node-name': node, 'driver': 'raw', 'file': {'driver': 'file', 'filename': path}})
     g.qmp('device_add', driver='scsi-hd', drive=node, id='hd-' + node, bus='scsi0.0',
@@ -149,6 +156,7 @@ try:
         g.qmp('device_del', id='hd-' + disk)
         found = wait_until(lambda f: key not in f)
         r.check(f'LUN {lun} hot-unplugged: its disk goes away, the others stay', set(found) == want - {key}, found)
+        wait_released(disk)
         plug(f'{disk}b', images[lun], 3, lun)
         found = wait_until(lambda f: key in f)
         r.check(f'LUN {lun} hot-plugged again: it comes back as 3:{name(lun)}', set(found) == want, found)
