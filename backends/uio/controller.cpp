@@ -56,14 +56,20 @@ bool controller::open(const open_options& o, std::string& err) {
     if (!lock_.acquire(hp, fn_.bdf, err)) return false;
     if (!take_function(err)) return false;
     if (!(driver_ == host_driver::vfio ? open_vfio(err) : open_uio(err))) return false;
-    // After the uio node or the vfio device is open: both drivers clear Bus Master Enable on
-    // release, and neither sets it.
+    if (!choose_interface(err)) return false;
+    // A device that a driver which died left running still holds that driver's addresses:
+    // reset it before Bus Master Enable lets it reach memory again. (Both kernel drivers
+    // clear Bus Master Enable when their file is closed, and neither sets it.)
+    virtio_device<pci_transport> quiet(*transport_);
+    if (quiet.reset() != status::ok) {
+        err = fn_.bdf + ": the device does not complete a reset";
+        return false;
+    }
     if (!bus_.set_bus_master(true)) {
         err = fn_.bdf + ": cannot set Bus Master Enable in the PCI command register";
         return false;
     }
     bus_master_ = true;
-    if (!choose_interface(err)) return false;
 
     const initiator_config cfg = controller_config(o);
     const size_t region = initiator_t::region_bytes(cfg);
