@@ -11,13 +11,16 @@
 //   are NO_VECTOR, so the device never interrupts;
 // - uio: check for root and that no IOMMU translates, open /dev/uioN, map the BARs through
 //   sysfs, take hugepages and their physical addresses;
-// then set Bus Master Enable, choose the interface (modern when offered) and start the
-// initiator. close() resets the device before any of its memory goes away.
+// then choose the interface (modern when offered), reset the device and set Bus Master
+// Enable, take ordinary memory for the driver's own bookkeeping (never mapped for the
+// device), and start the initiator. close() resets the device before any of its memory goes
+// away.
 //
 // Completions are polled by default. In interrupt mode the waits sleep on the eventfds (vfio)
 // or on /dev/uioN.
 #pragma once
 #include <stdint.h>
+#include <stdlib.h>
 
 #include <memory>
 #include <string>
@@ -164,6 +167,10 @@ private:
     dma_memory mem_;
     fast_clock clock_{10};
     std::unique_ptr<pci_transport> transport_;
+    struct free_deleter {
+        void operator()(void* p) const { free(p); }
+    };
+    std::unique_ptr<uint8_t, free_deleter> books_;  // the initiator's private region
     std::unique_ptr<initiator_t> ini_;
     sync_handler handler_;
     uint8_t* data_ = nullptr;

@@ -51,6 +51,7 @@ struct msix_rig {
     initiator_config cfg;
     uint8_t* mem = nullptr;
     size_t bytes = 0;
+    std::vector<uint8_t> books;  // the initiator's private region
 
     explicit msix_rig(uint16_t request_queues) : dev(options(request_queues), map) {
         cfg.max_request_queues = request_queues;
@@ -58,6 +59,7 @@ struct msix_rig {
         mem = static_cast<uint8_t*>(aligned_alloc(4096, bytes));
         memset(mem, 0, bytes);
         map.add(0x100000000ull, mem, bytes);
+        books.resize(initiator_t::private_bytes(cfg) + private_region_align);
         REQUIRE(t.probe_modern());
         t.use(false);
     }
@@ -68,7 +70,10 @@ struct msix_rig {
         o.num_queues = queues;
         return o;
     }
-    status start() { return ini.start(cfg, dma_region{mem, 0x100000000ull, bytes}); }
+    status start() {
+        void* p = books.data() + (private_region_align - reinterpret_cast<uintptr_t>(books.data()) % private_region_align);
+        return ini.start(cfg, dma_region{mem, 0x100000000ull, bytes}, private_region{p, initiator_t::private_bytes(cfg)});
+    }
     // What the device holds now: the configuration vector and each virtqueue's.
     std::vector<uint16_t> vectors() {
         std::vector<uint16_t> v{dev.read16(4, loopback::device::common_off + common_reg::msix_config)};
