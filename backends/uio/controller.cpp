@@ -280,6 +280,8 @@ void controller::close() {
     lock_.release();  // last: the device is quiet and its uio node or vfio files closed
 }
 
+size_t controller::private_bytes() const { return initiator_t::private_bytes(controller_config(opt_)); }
+
 std::string controller::interrupt_source() const {
     if (!irq_mode_) return "-";
     if (driver_ == host_driver::uio) return "INTx (uio)";

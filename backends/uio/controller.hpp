@@ -89,6 +89,8 @@ public:
     host_driver driver() const { return driver_; }
     dma_memory& memory() { return mem_; }
     const dma_memory& memory() const { return mem_; }
+    // The initiator's private region: ordinary memory, never given to (or mapped for) the device.
+    size_t private_bytes() const;
     uint8_t* data() const { return data_; }
     size_t data_bytes() const { return data_bytes_; }
     uint64_t now() const { return clock_.now(); }

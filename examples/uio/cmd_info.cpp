@@ -18,11 +18,13 @@ static void print_host_line(const controller& c) {
     const uio::dma_memory& m = c.memory();
     const std::string pages = m.hugepages() ? fmt::format("{} KiB hugepages", m.page_size() >> 10) : "4 KiB pages";
     if (c.driver() == uio::host_driver::vfio)
-        fmt::print("  {}: IOMMU group {}, {} of DMA memory ({}) at IOVA {:#x}, interrupts {}\n", uio::vfio_driver,
-                   c.function().iommu_group, size_text(m.bytes()), pages, m.iova(), c.interrupt_source());
+        fmt::print("  {}: IOMMU group {}, {} of DMA memory ({}) at IOVA {:#x}, {} of bookkeeping not mapped, "
+                   "interrupts {}\n",
+                   uio::vfio_driver, c.function().iommu_group, size_text(m.bytes()), pages, m.iova(),
+                   size_text(c.private_bytes()), c.interrupt_source());
     else
-        fmt::print("  {}: {} of DMA memory ({}) at physical addresses, interrupts {}\n", uio::uio_driver,
-                   size_text(m.bytes()), pages, c.interrupt_source());
+        fmt::print("  {}: {} of DMA memory ({}) at physical addresses, {} of bookkeeping apart, interrupts {}\n",
+                   uio::uio_driver, size_text(m.bytes()), pages, size_text(c.private_bytes()), c.interrupt_source());
 }
 
 static void print_device_line(device_session& s) {
