@@ -23,9 +23,14 @@ public:
     uint64_t now() const {
 #if defined(__x86_64__) || defined(__i386__)
         if (tsc_ok_) {
-            const uint64_t d = __builtin_ia32_rdtsc() - tsc0_;
-            // ns = d * mult >> 32, split to stay inside 64 bits for days of uptime.
-            return ns0_ + (d >> 32) * mult_ + (((d & 0xffffffffull) * mult_) >> 32);
+            const uint64_t t = __builtin_ia32_rdtsc();
+            if (t >= tsc0_) return ns0_ + scaled(t - tsc0_);
+            // Behind the calibration point: CPUs whose counters do not quite agree (a virtual
+            // machine's may not, and a TCG guest's counter follows its host's). Go back by as
+            // much; an unsigned difference would wrap to centuries ahead and expire every
+            // deadline at once.
+            const uint64_t back = scaled(tsc0_ - t);
+            return back < ns0_ ? ns0_ - back : 0;
         }
 #endif
         return monotonic_ns();
@@ -33,6 +38,9 @@ public:
     bool uses_tsc() const { return tsc_ok_; }
 
 private:
+    // ticks * mult >> 32, split to stay inside 64 bits for days of uptime.
+    uint64_t scaled(uint64_t d) const { return (d >> 32) * mult_ + (((d & 0xffffffffull) * mult_) >> 32); }
+
     uint64_t tsc0_ = 0, ns0_ = 0, mult_ = 0;  // mult_: ns per tick, 32.32 fixed point
     bool tsc_ok_ = false;
 };

@@ -114,7 +114,9 @@ struct load {
             if (!errors) first_error = x.outcome;
             ++errors;
         } else {
-            lat[is_write[slot]].add(now - submitted_at[slot]);
+            // Clocks read on CPUs that disagree a little may put a completion before its
+            // submission: that is no latency at all, not 2^64 ns of it.
+            lat[is_write[slot]].add(now > submitted_at[slot] ? now - submitted_at[slot] : 0);
         }
         if (!stopping) submit(slot);
     }
