@@ -387,13 +387,6 @@ int run_bench_on(Controller& c, const bench_params& p, const volatile bool& stop
         fmt::print(stderr, "vscsi-uio: the LUN ({} blocks) is smaller than one {}-byte I/O\n", p.lun.cap.blocks(), p.bs);
         return 2;
     }
-    const uint32_t threads = p.threads ? p.threads : 1;
-    const uint64_t depth = uint64_t(p.iodepth) * threads;
-    if (depth > c.ini().cmd_per_lun() || depth > 4096) {
-        fmt::print(stderr, "vscsi-uio: --iodepth {}{} exceeds what the device takes per LUN ({})\n", p.iodepth,
-                   p.threads ? fmt::format(" x {} threads", p.threads) : std::string(), c.ini().cmd_per_lun());
-        return 2;
-    }
     if (p.threads) {
         if (c.irq_mode()) {
             fmt::print(stderr, "vscsi-uio: --threads polls; it does not take --irq or --hybrid\n");
@@ -410,6 +403,13 @@ int run_bench_on(Controller& c, const bench_params& p, const volatile bool& stop
                            c.ini().queue_slots(q), p.iodepth);
                 return 1;
             }
+    }
+    const uint32_t threads = p.threads ? p.threads : 1;
+    const uint64_t depth = uint64_t(p.iodepth) * threads;
+    if (depth > c.ini().cmd_per_lun() || depth > 4096) {
+        fmt::print(stderr, "vscsi-uio: --iodepth {}{} exceeds what the device takes per LUN ({})\n", p.iodepth,
+                   p.threads ? fmt::format(" x {} threads", p.threads) : std::string(), c.ini().cmd_per_lun());
+        return 2;
     }
 
     rusage ru0, ru1;
@@ -514,7 +514,7 @@ int cmd_bench(const options& o) {
     const uint32_t want_slots = p.threads ? p.iodepth * uint32_t(queues) : p.iodepth;
     const uint16_t slots = uint16_t(std::max<uint32_t>(128, want_slots));
     if (!open_device(o, s, err, data, uint16_t(queues), slots) || !pick_lun(o, s, err)) return fail(err);
-    if (queues > s.ctl.ini().request_queues())
+    if (queues > s.ctl.ini().request_queues() && !p.threads)
         fmt::print(stderr, "vscsi-uio: the device has {} request queue(s); using {}\n", s.ctl.ini().request_queues(),
                    s.ctl.ini().request_queues());
     if (!probe_lun(s.ctl, s.target, s.lun, p.lun, err) || !usable_capacity(p.lun, err)) return fail(err);
