@@ -2,16 +2,21 @@
 //
 // It does what the uio example does against a real device, without a VM: bring the
 // device up, scan every target and LUN (REPORT LUNS, INQUIRY, READ CAPACITY, VPD block
-// limits), write a pattern and verify it, and run a short random-read benchmark.
+// limits), write a pattern and verify it, and run a short random-read benchmark: in this
+// thread with the device, or with --threads N on N threads, each owning a request queue
+// through a queue_handle, while the device answers from a thread of its own.
 //
-//   vscsi-loopback-demo [--modern|--legacy] [--size MiB] [--seconds S]
+//   vscsi-loopback-demo [--modern|--legacy] [--size MiB] [--seconds S] [--threads N]
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include <fmt/core.h>
 
+#include <atomic>
+#include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <vscsi/initiator.hpp>
@@ -107,6 +112,7 @@ int main(int argc, char** argv) {
     bool legacy = false;
     uint64_t mib = 64;
     double seconds = 2.0;
+    unsigned threads = 0;
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
         if (a == "--legacy") {
@@ -125,9 +131,16 @@ int main(int argc, char** argv) {
                 fmt::print(stderr, "vscsi-loopback-demo: --seconds must be in (0, 600]\n");
                 return 2;
             }
+        } else if (a == "--threads" && i + 1 < argc) {
+            threads = unsigned(strtoul(argv[++i], nullptr, 10));
+            if (threads == 0 || threads > 8) {
+                fmt::print(stderr, "vscsi-loopback-demo: --threads must be 1..8\n");
+                return 2;
+            }
         } else {
             fmt::print(stderr, "vscsi-loopback-demo: unknown argument '{}'\n"
-                               "usage: vscsi-loopback-demo [--modern|--legacy] [--size MiB] [--seconds S]\n", a);
+                               "usage: vscsi-loopback-demo [--modern|--legacy] [--size MiB] [--seconds S] [--threads N]\n",
+                       a);
             return 2;
         }
     }
@@ -135,14 +148,16 @@ int main(int argc, char** argv) {
     loopback::dma_map map;
     loopback::options o;
     o.kind = legacy ? loopback::personality::legacy : loopback::personality::modern;
+    o.num_queues = uint16_t(threads ? threads : 1);  // a request queue per thread
     loopback::device dev(o, map);
     dev.add_lun(0, 0, mib * 2048, 512);
     dev.add_lun(0, 1, mib * 256, 4096);
     dev.add_lun(1, 0, 2048, 512, true);
 
     initiator_config cfg;
-    cfg.slots = 64;
+    cfg.slots = uint16_t(64 * (threads ? threads : 1));
     cfg.max_segments = 8;
+    cfg.max_request_queues = uint16_t(threads ? threads : 1);
     int rc = 0;
     auto go = [&](auto& transport) {
         using transport_t = std::remove_reference_t<decltype(transport)>;
@@ -246,8 +261,118 @@ int main(int argc, char** argv) {
             if (bad) rc = 1;
         }
 
+        // ---- bench on threads: each owns a request queue; reads checked against the pattern ----
+        if (!luns.empty() && threads) {
+            const found& f = luns.front();
+            const uint32_t bs = 4096, depth = 32;
+            const uint64_t verified = std::min<uint64_t>(f.blocks * f.bs, 8u << 20) / bs;  // what verify wrote
+            using handle_t = typename decltype(ini)::queue_handle;
+            struct owner {
+                handle_t h;
+                const found* f;
+                uint8_t* buf;     // depth buffers of bs bytes
+                uint64_t bus;
+                uint64_t span, rng;
+                uint8_t cdbs[depth * 16];
+                uint64_t n = 0, errors = 0, wrong = 0;
+                uint64_t lba[depth];
+                bool stopping = false;
+                uint32_t in_flight = 0;
+                bool submit(uint32_t slot) {
+                    rng ^= rng << 13;
+                    rng ^= rng >> 7;
+                    rng ^= rng << 17;
+                    lba[slot] = (rng % span) * (bs / f->bs);
+                    uint8_t* c = &cdbs[slot * 16];
+                    const sg_entry sg{bus + uint64_t(slot) * bs, bs};
+                    io_request r{};
+                    r.target = f->t;
+                    r.lun = f->l;
+                    r.cdb = c;
+                    r.cdb_len = scsi::read_write(c, 16, false, lba[slot], bs / f->bs);
+                    r.data_in = &sg;
+                    r.n_in = 1;
+                    r.user_data = slot;
+                    if (h.submit(r, now_ns()).st != status::ok) return false;
+                    ++in_flight;
+                    return true;
+                }
+                void on_complete(const io_completion& c) {
+                    const uint32_t slot = uint32_t(c.user_data);
+                    --in_flight;
+                    ++n;
+                    if (c.outcome != io_outcome::good) {
+                        ++errors;
+                    } else {
+                        const uint64_t off = lba[slot] * f->bs;
+                        const uint8_t* b = buf + size_t(slot) * bs;
+                        for (uint32_t i = 0; i < bs; ++i)
+                            if (b[i] != uint8_t((off + i) * 131 + f->t * 7 + f->l)) {
+                                ++wrong;
+                                break;
+                            }
+                    }
+                    if (!stopping) submit(slot);
+                }
+            };
+            std::vector<std::unique_ptr<owner>> owners;
+            for (unsigned q = 0; q < threads; ++q) {
+                owners.push_back(std::make_unique<owner>());
+                owner& w = *owners.back();
+                if (ini.take_queue(uint16_t(q), w.h) != status::ok) {
+                    fmt::print(stderr, "vscsi-loopback-demo: request queue {} could not be handed out\n", q);
+                    rc = 1;
+                    return;
+                }
+                w.f = &f;
+                w.buf = data.virt + size_t(q) * depth * bs;
+                w.bus = data.bus + uint64_t(q) * depth * bs;
+                w.span = verified;
+                w.rng = 88172645463325252ull + q;
+            }
+            dev.start_thread();
+            std::atomic<unsigned> finished{0};
+            const uint64_t t0 = now_ns(), end = t0 + uint64_t(seconds * 1e9);
+            std::vector<std::thread> pool;
+            for (auto& wp : owners) {
+                pool.emplace_back([&, w = wp.get()] {
+                    for (uint32_t i = 0; i < depth; ++i) w->submit(i);
+                    w->h.kick();
+                    for (uint64_t t = now_ns(); t < end || w->in_flight; t = now_ns()) {
+                        w->stopping = t >= end;
+                        w->h.poll(t, *w);
+                        w->h.kick();
+                    }
+                    w->h.release();
+                    finished.fetch_add(1, std::memory_order_release);
+                });
+            }
+            collector control;  // the control owner: events, TMFs, the ladder, resets
+            while (finished.load(std::memory_order_acquire) < threads) {
+                ini.poll(now_ns(), control);
+                struct timespec ms {0, 1000000};
+                nanosleep(&ms, nullptr);
+            }
+            for (std::thread& t : pool) t.join();
+            dev.stop_thread();
+            const double secs = double(now_ns() - t0) / 1e9;
+            uint64_t done = 0, errors = 0, wrong = 0;
+            for (auto& w : owners) {
+                done += w->n;
+                errors += w->errors;
+                wrong += w->wrong;
+            }
+            fmt::print("\nbench: 4 KiB random reads, {} threads with a request queue each, depth {} each, {:.1f} s: "
+                       "{:.0f} IOPS, {:.1f} MiB/s, {} errors, {} reads not matching what verify wrote (the device "
+                       "answers from its own thread)\n",
+                       threads, depth, secs, double(done) / secs, double(done) * bs / secs / 1048576.0, errors, wrong);
+            for (size_t q = 0; q < owners.size(); ++q)
+                fmt::print("  queue {}: {} reads\n", q, owners[q]->n);
+            if (errors || wrong || done == 0) rc = 1;
+        }
+
         // ---- bench: 4 KiB random reads at depth 32 on LUN 0:0 ----
-        if (!luns.empty()) {
+        if (!luns.empty() && !threads) {
             const found& f = luns.front();
             const uint32_t bs = 4096, depth = 32;
             const uint64_t span = f.blocks * f.bs / bs;

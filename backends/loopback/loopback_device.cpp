@@ -168,7 +168,7 @@ void device::write(unsigned bar, uint32_t off, unsigned width, uint32_t v) {
     const uint32_t q = v;
     if (q >= queues_.size() || rel != q * opt_.notify_multiplier) violation("notify at the wrong address");
     if (!(status_ & dev_status::driver_ok)) violation("notify before DRIVER_OK (checklist 32)");
-    if (!running_.load(std::memory_order_relaxed)) ++stats_.notifies;  // the device thread owns stats
+    __atomic_fetch_add(&stats_.notifies, 1, __ATOMIC_RELAXED);  // driver threads may notify at once
 }
 
 void device::start_thread(int cpu) {
@@ -267,7 +267,7 @@ void device::legacy_write(uint32_t off, unsigned width, uint32_t v) {
             want(2);
             if (!(status_ & dev_status::driver_ok)) violation("notify before DRIVER_OK (checklist 32)");
             if (v >= queues_.size()) violation("notify of a queue that does not exist");
-            if (!running_.load(std::memory_order_relaxed)) ++stats_.notifies;
+            __atomic_fetch_add(&stats_.notifies, 1, __ATOMIC_RELAXED);
             return;
         case 18: want(1); return status_write(uint8_t(v));
         case 19: return violation("write to ISR (read-only)");
@@ -947,10 +947,11 @@ void device::process_request(uint16_t qi, const chain& c) {
     // Data in both directions without INOUT fails (checklist 11).
     const bool bidi = out_len && in_len;
 
-    if (faults_.lose_next || faults_.hold_next) {
+    const uint16_t lun = uint16_t(((hdr[2] & 0x3f) << 8) | hdr[3]);
+    if ((faults_.lose_next || faults_.hold_next) && (faults_.hold_only_lun == 0xffff || faults_.hold_only_lun == lun)) {
         for (held_cmd& h : held_) {
             if (h.used) continue;
-            h = held_cmd{true, faults_.lose_next > 0, qi, c.head, hdr[1], uint16_t(((hdr[2] & 0x3f) << 8) | hdr[3]), tag, 0, 0};
+            h = held_cmd{true, faults_.lose_next > 0, qi, c.head, hdr[1], lun, tag, 0, 0};
             break;
         }
         if (faults_.lose_next)
@@ -979,7 +980,6 @@ void device::process_request(uint16_t qi, const chain& c) {
     }
     const uint8_t target = hdr[1];
     const bool wlun = hdr[2] == 0xc1 && hdr[3] == 0x01;
-    const uint16_t lun = uint16_t(((hdr[2] & 0x3f) << 8) | hdr[3]);
     if (!target_exists(target)) {
         complete_cmd(qi, c.head, uint8_t(response::bad_target), 0, nullptr, 0, data_len, 0);
         return;

@@ -90,6 +90,7 @@ struct options {
 struct faults {
     uint32_t hold_next = 0;        // hold the next N commands until release_held()
     uint32_t lose_next = 0;        // never complete the next N commands (until reset)
+    uint16_t hold_only_lun = 0xffff;  // hold_next / lose_next take only commands to this LUN (0xffff: any)
     uint32_t force_response_next = 0;   // answer the next N commands with force_response
     uint8_t force_response = 0;
     uint8_t force_status = 0;           // SAM status with force_response == OK

@@ -16,13 +16,15 @@ const char* to_string(rw_mode m);
 struct bench_params {
     rw_mode mode = rw_mode::randread;
     uint32_t bs = 4096;
-    uint32_t iodepth = 32;
+    uint32_t iodepth = 32;     // per thread with `threads`
     double runtime_s = 10;
     bool json = false;
+    uint16_t threads = 0;      // 0: one thread over every queue; N: N threads, each its own queue
     lun_info lun;
 };
 
-// Runs the load; prints text or fio-style JSON to stdout. Returns the exit code.
+// Runs the load; prints text or fio-style JSON to stdout. Returns the exit code. The
+// controller is the backend's (uio here); run_bench_on() in bench.cpp is generic over it.
 int run_bench(vscsi::uio::controller& c, const bench_params& p, const volatile bool& stop);
 
 }  // namespace vscsi_uio

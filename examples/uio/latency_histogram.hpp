@@ -19,6 +19,15 @@ public:
         if (ns < min_) min_ = ns;
         if (ns > max_) max_ = ns;
     }
+    // Fold another histogram (another thread's) into this one.
+    void merge(const latency_histogram& o) {
+        for (unsigned b = 0; b < buckets; ++b) counts_[b] += o.counts_[b];
+        n_ += o.n_;
+        sum_ += o.sum_;
+        sum_sq_ += o.sum_sq_;
+        if (o.min_ < min_) min_ = o.min_;
+        if (o.max_ > max_) max_ = o.max_;
+    }
     uint64_t count() const { return n_; }
     uint64_t min() const { return n_ ? min_ : 0; }
     uint64_t max() const { return max_; }

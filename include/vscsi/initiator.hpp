@@ -9,8 +9,13 @@
 // configuration; nothing allocates after start(). Behind an IOMMU that maps only the DMA
 // region, a device that lies cannot reach the driver's state at all.
 //
-// Concurrency: an initiator is not locked; its user serialises calls (a kernel's host lock,
-// or one polling thread per initiator in userspace).
+// Concurrency: nothing is locked. The initiator's own calls (submit, kick, poll, TMF, AN,
+// reset, stop) belong to one owner at a time, the control owner (a kernel's host lock, or
+// one polling thread in userspace). A request queue can be handed to another owner through
+// take_queue(): a move-only queue_handle with which one thread submits, kicks and polls that
+// queue without locks, next to the other queues' owners. The control and event queues,
+// escalation ladders past a re-kick and device resets stay with the control owner; the few
+// words they share with queue owners are named in the class (the phase protocol).
 //
 // Time: the caller passes `now` (nanoseconds, any monotonic origin) into submit() and
 // poll(); the core never reads a clock.
@@ -197,6 +202,34 @@ struct initiator_stats {
     uint64_t protocol_errors;  // rings latched broken
 };
 
+namespace initiator_detail {
+// Words one thread writes and another reads (the phase protocol, escalations, counters).
+// Compiler builtins only: the core stays freestanding.
+template <class T>
+inline T load_acquire(const T& x) {
+    return __atomic_load_n(&x, __ATOMIC_ACQUIRE);
+}
+template <class T>
+inline void store_release(T& x, T v) {
+    __atomic_store_n(&x, v, __ATOMIC_RELEASE);
+}
+template <class T>
+inline T load_relaxed(const T& x) {
+    return __atomic_load_n(&x, __ATOMIC_RELAXED);
+}
+template <class T>
+inline void store_relaxed(T& x, T v) {
+    __atomic_store_n(&x, v, __ATOMIC_RELAXED);
+}
+// A counter with one writer at a time that any thread may read: a plain add, never torn.
+inline void bump(uint64_t& c, uint64_t n = 1) { store_relaxed(c, load_relaxed(c) + n); }
+constexpr uint32_t pow2_at_least(uint32_t v) {
+    uint32_t p = 1;
+    while (p < v) p *= 2;
+    return p;
+}
+}  // namespace initiator_detail
+
 template <class Platform, class Transport, uint32_t CdbSize = default_cdb_size,
           uint32_t SenseSize = default_sense_size, uint16_t MaxQueues = 16>
 class initiator {
@@ -207,6 +240,8 @@ class initiator {
 public:
     static constexpr size_t event_buffer_bytes = 64;  // >= sizeof(event) (checklist 18)
     static constexpr uint32_t lun_buckets = 256;      // per-LUN in-flight counters (checklist 26)
+
+    class queue_handle;
 
     explicit initiator(Transport& t) : dev_(t) {}
     initiator(const initiator&) = delete;
@@ -227,8 +262,10 @@ public:
     }
 
     // Negotiate, configure and start the device in `dev` (aligned to ring_region_align),
-    // keeping the driver's bookkeeping in `priv` (which must not overlap `dev`).
+    // keeping the driver's bookkeeping in `priv` (which must not overlap `dev`). Every
+    // queue_handle must have been given back (busy otherwise).
     status start(const initiator_config& c, dma_region dev, private_region priv) {
+        if (handles_out()) return status::busy;
         if (!config_valid(c)) return status::invalid_argument;
         const layout l = layout_of(c);
         if (!dev.virt || dev.bytes < l.total) return status::too_small;
@@ -240,139 +277,82 @@ public:
         priv_ = static_cast<uint8_t*>(priv.virt);
         lay_ = l;
         slots_ = reinterpret_cast<slot*>(priv_at(l.slots));
+        ladders_ = reinterpret_cast<ladder_entry*>(priv_at(l.ladders));
         slot_dma_ = reinterpret_cast<slot_dma*>(at(l.slot_dma));
         ctrl_ = reinterpret_cast<ctrl_slot*>(priv_at(l.ctrl_state));
-        free_stack_ = reinterpret_cast<uint16_t*>(priv_at(l.free_stack));
         lun_load_ = reinterpret_cast<uint16_t*>(priv_at(l.lun_load));
-        scratch_out_ = reinterpret_cast<sg_entry*>(priv_at(l.scratch));
-        scratch_in_ = scratch_out_ + c.max_segments + 1;
-        stats_ = initiator_stats{};
-        seq_ = 1;
         // Before anything can fail: stop() and reset_device() walk this bookkeeping and the
         // rings. The private region may hold anything until now, and rings of an earlier
         // start() may still point into regions the caller has since taken back.
         clear_bookkeeping();
         ctrlq_ = split_ring<Platform>{};
         eventq_ = split_ring<Platform>{};
-        for (uint16_t q = 0; q < MaxQueues; ++q) req_[q] = split_ring<Platform>{};
+        for (uint16_t q = 0; q < MaxQueues; ++q) rq_[q].ring = split_ring<Platform>{};
         nreq_ = 0;
         status s = bring_up();
-        state_ = s == status::ok ? initiator_state::running : initiator_state::failed;
+        set_state(s == status::ok ? initiator_state::running : initiator_state::failed);
         return s;
     }
 
     // Queue one command (not visible to the device until kick()). Returns the command's tag.
-    // busy: no free slot, the LUN is at cmd_per_lun, or the ring is full — retry after poll().
+    // The request goes to queue r.queue modulo request_queues(), which must not be handed to
+    // a queue_handle (invalid_argument). busy: no free slot on that queue, the LUN is at
+    // cmd_per_lun, the ring is full, or a reset is under way — retry after poll().
     result<uint64_t> submit(const io_request& r, uint64_t now) {
         if (state_ != initiator_state::running)
             return {state_ == initiator_state::failed ? status::needs_reset : status::invalid_argument, 0};
-        const status v = validate(r);
-        if (v != status::ok) return {v, 0};
-        if (free_top_ == 0) return {status::busy, 0};
-        const uint16_t bucket = lun_bucket(r.target, r.lun);
-        if (lun_load_[bucket] >= cmd_per_lun_) return {status::busy, 0};
-
-        const uint16_t idx = free_stack_[free_top_ - 1];
-        slot& s = slots_[idx];
-        slot_dma& d = dma_of(idx);
-        const uint64_t tag = (uint64_t(seq_++) << 16) | idx;
-
-        // Request header: LUN, tag, task attribute, priority and CRN 0 (checklist 7), the PI
-        // counts if negotiated, the CDB, and zeros up to cdb_size so the device sees a clean
-        // field. The buffer has room for CdbSize bytes after the PI counts, so the CDB area is
-        // cleared with fixed-size stores.
-        uint8_t* hdr = d.req;
-        const lun_address la = make_lun(r.target, r.lun);
-        __builtin_memcpy(hdr, la.bytes, 8);
-        virtio64 tagf;
-        tagf.set(order_, tag);
-        __builtin_memcpy(hdr + 8, &tagf, 8);
-        hdr[16] = uint8_t(r.attr);
-        hdr[17] = 0;
-        hdr[18] = 0;
-        __builtin_memset(hdr + 19, 0, 8 + CdbSize);
-        uint8_t* cdb = hdr + 19;
-        if (pi_) {
-            virtio32 po, pin;
-            po.set(order_, r.pi_bytes_out);
-            pin.set(order_, r.pi_bytes_in);
-            __builtin_memcpy(hdr + 19, &po, 4);
-            __builtin_memcpy(hdr + 23, &pin, 4);
-            cdb = hdr + 27;
-        }
-        __builtin_memcpy(cdb, r.cdb, r.cdb_len);
-        // The device writes the response header. Until it does, it holds no valid response
-        // code (0xff), so a device that returns the buffers unwritten is never read as OK.
-        __builtin_memset(d.resp, 0, 12);
-        d.resp[11] = 0xff;
-
-        scratch_out_[0] = sg_entry{mem_.bus_of(d.req), req_bytes_};
-        uint32_t out_len = 0, in_len = 0;
-        for (uint32_t i = 0; i < r.n_out; ++i) {
-            scratch_out_[1 + i] = r.data_out[i];
-            out_len += r.data_out[i].len;
-        }
-        scratch_in_[0] = sg_entry{mem_.bus_of(d.resp), resp_bytes_};
-        for (uint32_t i = 0; i < r.n_in; ++i) {
-            scratch_in_[1 + i] = r.data_in[i];
-            in_len += r.data_in[i].len;
-        }
         const uint16_t q = uint16_t(r.queue % nreq_);
-        const status a = req_[q].add(scratch_out_, r.n_out + 1, scratch_in_, r.n_in + 1, idx);
-        if (a != status::ok) {
-            if (a == status::device_broken) ++stats_.protocol_errors;
-            return {a, 0};
-        }
-        --free_top_;
-        ++lun_load_[bucket];
-        s.user_data = r.user_data;
-        s.tag = tag;
-        s.deadline = now + (r.timeout_ns ? r.timeout_ns : cfg_.default_timeout_ns);
-        s.data_out_len = out_len;
-        s.data_in_len = in_len;
-        s.target = r.target;
-        s.lun = r.lun;
-        s.queue = q;
-        s.bucket = bucket;
-        s.state = slot_state::in_flight;
-        s.stage = ladder::none;
-        kick_pending_[q] = true;
-        ++stats_.submitted;
-        return {status::ok, tag};
+        if (taken(q)) return {status::invalid_argument, 0};
+        if (quiescing_ || rq_[q].seen_phase != phase_) return {status::busy, 0};
+        return submit_on(q, r, now);
     }
 
     // Publish every queued command and notify the device once per queue that needs it.
     void kick() {
-        if (state_ != initiator_state::running) return;
-        for (uint16_t q = 0; q < nreq_; ++q) {
-            if (!kick_pending_[q]) continue;
-            kick_pending_[q] = false;
-            // One notify decision per batch (checklist 46).
-            if (req_[q].publish()) {
-                dev_.transport().notify(uint16_t(first_request_queue + q));
-                ++stats_.kicks;
-            }
-        }
+        if (state_ != initiator_state::running || quiescing_) return;
+        for (uint16_t q = 0; q < nreq_; ++q)
+            if (!taken(q)) kick_queue(q);
     }
 
-    // Reap every queue, deliver completions and events, run deadlines. Returns how many
-    // request completions were delivered.
+    // Reap the control and event queues and every request queue not handed to a
+    // queue_handle, deliver completions and events, run deadlines and escalation ladders
+    // (including those queue owners hand over), and recover the device when it needs it.
+    // Returns how many request completions the device delivered.
     template <class Handler>
     uint32_t poll(uint64_t now, Handler& h) {
-        if (state_ != initiator_state::running) return 0;
+        if (state_ != initiator_state::running && !reset_waiting_) return 0;
         drained_ = 0;
-        uint32_t n = reap_requests(h);
-        if (state_ == initiator_state::running) reap_control(h, now);
-        if (state_ == initiator_state::running) reap_events(h);
-        if (state_ == initiator_state::running && now >= next_scan_) {
-            next_scan_ = now + cfg_.scan_interval_ns;
-            scan(h, now);
+        uint32_t n = 0;
+        if (!quiescing_) {
+            n = reap_own_queues(h);
+            if (state_ == initiator_state::running) reap_control(h, now);
+            if (state_ == initiator_state::running) reap_events(h);
+            take_escalations(now);
+            for (uint16_t q = 0; q < nreq_; ++q)
+                if (initiator_detail::load_acquire(rq_[q].link.reset_wanted)) recover_pending_ = true;
+            if (state_ == initiator_state::running && now >= next_scan_) {
+                next_scan_ = now + cfg_.scan_interval_ns;
+                scan(now);
+            }
         }
-        if (recover_pending_) {
-            recover_pending_ = false;
-            recover(h);
-        }
+        if (recover_pending_ || reset_waiting_) recover(h);
         return n + drained_;
+    }
+
+    // Hand request queue `q` to one owner, through `h` (which must be empty): from then on
+    // only h submits to, kicks and polls that queue, and the initiator's own calls leave it
+    // alone. Pass h to its thread by any means that orders memory (creating the thread, a
+    // mutex); it needs nothing more. The control and event queues stay with the caller of
+    // poll(). invalid_argument: no such queue, or h is not empty; busy: the queue is handed
+    // out already, or a reset is under way; needs_reset: the initiator is not running.
+    status take_queue(uint16_t q, queue_handle& h) {
+        if (state_ != initiator_state::running) return status::needs_reset;
+        if (q >= nreq_ || h.valid()) return status::invalid_argument;
+        if (quiescing_ || taken(q)) return status::busy;
+        initiator_detail::store_relaxed(rq_[q].link.owned, 1u);
+        h.ini_ = this;
+        h.q_ = q;
+        return status::ok;
     }
 
     // Task management from the caller (abort a tag, reset a LUN or the I_T nexus, query).
@@ -412,54 +392,62 @@ public:
         return post_ctrl(uint16_t(ci), out, in);
     }
 
-    // Reset and re-initialise the device now. Every command in flight completes as
-    // device_reset through the handler.
+    // Reset and re-initialise the device. Every command in flight on the caller's queues
+    // completes as device_reset through the handler; queue handles complete theirs through
+    // their own poll(). With queues handed out the reset waits until every owner has stopped
+    // (their next call into the handle): busy until then, and poll() finishes it.
     template <class Handler>
     status reset_device(Handler& h) {
         if (state_ == initiator_state::stopped) return status::invalid_argument;
+        recover_pending_ = true;
         return recover(h);
     }
 
     // Quiesce: reset the device (stops all DMA) and complete everything in flight as
-    // device_reset. The region may be freed afterwards.
+    // device_reset. The regions may be freed afterwards. Every queue_handle must have been
+    // given back first (busy otherwise).
     template <class Handler>
     status stop(Handler& h) {
         if (state_ == initiator_state::stopped) return status::ok;
+        if (handles_out()) return status::busy;
         const status s = dev_.reset(cfg_.reset_polls);
         if (s != status::ok) {
             // The device did not stop: its buffers stay device-owned. Leave them alone.
-            state_ = initiator_state::failed;
+            set_state(initiator_state::failed);
             return s;
         }
         reclaim_everything(h);
-        state_ = initiator_state::stopped;
+        set_state(initiator_state::stopped);
         return status::ok;
     }
 
     // Interrupt-driven users: disable before polling, enable when idle. enable returns true
     // when completions are already pending (poll again instead of sleeping). Both do nothing
     // unless running: the rings may never have been set up, or their region handed back.
+    // They cover the control and event queues and the queues not handed out.
     void disable_interrupts() {
         if (state_ != initiator_state::running) return;
-        for (uint16_t q = 0; q < nreq_; ++q) req_[q].disable_interrupts();
+        for (uint16_t q = 0; q < nreq_; ++q)
+            if (!taken(q)) rq_[q].ring.disable_interrupts();
         ctrlq_.disable_interrupts();
         eventq_.disable_interrupts();
     }
     bool enable_interrupts() {
         if (state_ != initiator_state::running) return false;
         bool pending = false;
-        for (uint16_t q = 0; q < nreq_; ++q) pending |= req_[q].enable_interrupts();
+        for (uint16_t q = 0; q < nreq_; ++q)
+            if (!taken(q)) pending |= rq_[q].ring.enable_interrupts();
         pending |= ctrlq_.enable_interrupts();
         pending |= eventq_.enable_interrupts();
         return pending;
     }
 
-    // True when some queue holds completions or events poll() has not reaped yet: lets a
-    // hybrid waiter spin a little before it enables interrupts and sleeps.
+    // True when some queue poll() reaps holds completions or events it has not reaped yet:
+    // lets a hybrid waiter spin a little before it enables interrupts and sleeps.
     bool completions_pending() const {
         if (state_ != initiator_state::running) return false;
         for (uint16_t q = 0; q < nreq_; ++q)
-            if (req_[q].has_used()) return true;
+            if (!taken(q) && rq_[q].ring.has_used()) return true;
         return ctrlq_.has_used() || eventq_.has_used();
     }
 
@@ -467,34 +455,77 @@ public:
     const scsi_config_values& device_config() const { return dcfg_; }
     uint64_t features() const { return dev_.features(); }
     uint16_t request_queues() const { return nreq_; }
-    uint32_t queue_size(uint16_t q) const { return q < nreq_ ? req_[q].size() : 0; }
+    uint32_t queue_size(uint16_t q) const { return q < nreq_ ? rq_[q].ring.size() : 0; }
+    // Request slots of queue q: at most this many of its commands in flight.
+    uint32_t queue_slots(uint16_t q) const { return q < nreq_ ? rq_[q].slot_count : 0; }
     uint32_t cdb_size() const { return cdb_size_; }
     uint32_t sense_size() const { return sense_size_; }
     uint32_t cmd_per_lun() const { return cmd_per_lun_; }
     uint32_t max_data_segments() const { return max_data_segs_; }
-    uint32_t in_flight() const { return cfg_.slots - free_top_; }
-    const initiator_stats& stats() const { return stats_; }
+    // Commands in flight on every queue (a snapshot while handles run).
+    uint32_t in_flight() const {
+        uint32_t n = 0;
+        for (uint16_t q = 0; q < nreq_; ++q) n += initiator_detail::load_relaxed(rq_[q].counts.in_flight);
+        return n;
+    }
+    // Every queue's counters summed with the control owner's (a snapshot while handles run).
+    initiator_stats stats() const {
+        using initiator_detail::load_relaxed;
+        initiator_stats s = ctl_stats_;
+        for (uint16_t q = 0; q < MaxQueues; ++q) {
+            const queue_counters& c = rq_[q].counts;
+            s.submitted += load_relaxed(c.submitted);
+            s.completed += load_relaxed(c.completed);
+            s.kicks += load_relaxed(c.kicks);
+            s.rekicks += load_relaxed(c.rekicks);
+            s.protocol_errors += load_relaxed(c.protocol_errors);
+        }
+        return s;
+    }
     virtio_device<Transport>& device() { return dev_; }
     bool legacy() const { return order_.legacy; }
 
 private:
     enum class slot_state : uint8_t { free, in_flight };
-    enum class ladder : uint8_t { none, rekicked, abort_sent, lun_reset_sent, nexus_reset_sent };
+    // A request's own steps against a lost command; then its queue's owner hands it over.
+    enum class ladder : uint8_t { none, rekicked, handed_off };
+    // The control owner's steps for a handed-over command.
+    enum class rung : uint8_t { idle, abort_due, abort_sent, lun_reset_sent, nexus_reset_sent };
     enum class ctrl_kind : uint8_t { none, tmf, an };
     enum class ctrl_owner : uint8_t { caller, ladder };
+    static constexpr uint16_t no_bucket = 0xffff;
 
-    struct slot {
+    // One request slot, written by the owner of its queue. `live` and `aborted_tag` are the
+    // two words the control owner shares: it reads `live` (is the command still out?) and
+    // writes `aborted_tag` (a ladder TMF named it) before the TMF reaches the device.
+    struct alignas(64) slot {
+        uint64_t live;         // the tag while in flight, 0 when free
+        uint64_t aborted_tag;  // ABORTED for this tag reads as timed out
         uint64_t user_data;
-        uint64_t tag;
         uint64_t deadline;
         uint32_t data_out_len;
         uint32_t data_in_len;
         uint16_t lun;
-        uint16_t queue;
-        uint16_t bucket;
+        uint16_t bucket;       // per-LUN counter taken, or no_bucket
         uint8_t target;
         slot_state state;
         ladder stage;
+    };
+    // A handed-over command on the control owner's ladder, by slot.
+    struct ladder_entry {
+        uint64_t tag;
+        uint64_t deadline;
+        uint16_t lun;
+        uint16_t queue;
+        uint8_t target;
+        rung stage;
+    };
+    // What a queue owner hands over: a command still out after a re-kick.
+    struct escalation {
+        uint64_t tag;
+        uint16_t slot;
+        uint16_t lun;
+        uint8_t target;
     };
     struct ctrl_slot {
         uint64_t user_data;
@@ -523,6 +554,34 @@ private:
         uint8_t pad1[11];
     };
 
+    struct queue_counters {
+        uint64_t submitted, completed, kicks, rekicks, protocol_errors;
+        uint32_t in_flight;
+    };
+    // One request queue: its ring and what its owner alone touches, then the words it
+    // shares with the control owner on a line of their own (written rarely: take and give
+    // back, a reset's acknowledgement, a hand-over).
+    struct alignas(64) request_queue {
+        split_ring<Platform> ring;
+        uint16_t* free_stack;   // private region: slot_count entries
+        escalation* mailbox;    // private region: mailbox_size entries, a power of two
+        sg_entry* scratch;      // private region: the chain being built, out then in
+        uint64_t seq;           // next tag's upper bits: queue + 1 + k * MaxQueues
+        uint64_t next_scan;
+        uint32_t seen_phase;    // the phase this queue's owner last acted on
+        uint32_t mailbox_size;
+        uint16_t first_slot, slot_count, free_top;
+        bool kick_pending;
+        queue_counters counts;
+        struct alignas(64) shared_words {
+            uint32_t owned;         // a queue_handle has the queue (the control owner sets it, the handle clears it)
+            uint32_t ack;           // the odd phase the owner has stopped for
+            uint32_t reset_wanted;  // the owner's ring lied: the device needs a reset
+            uint32_t esc_head;      // hand-overs posted (the owner writes)
+            uint32_t esc_tail;      // hand-overs taken (the control owner writes)
+        } link;
+    };
+
     // Where one part of every ring goes (the rings themselves, or their private shadows): the
     // control and event queues' of `small` bytes each, then one of `req` bytes per request queue.
     struct ring_places {
@@ -539,7 +598,7 @@ private:
         ring_places rings;  // DMA region
         size_t slot_dma, ctrl_dma, events, total;
         ring_places shadows;  // private region
-        size_t slots, ctrl_state, free_stack, lun_load, scratch, private_total;
+        size_t slots, ladders, ctrl_state, free_stacks, mailboxes, lun_load, scratch, scratch_bytes, private_total;
     };
 
     static constexpr bool config_valid(const initiator_config& c) {
@@ -588,22 +647,31 @@ private:
         off += event_buffer_bytes * c.event_buffers;
         l.total = align_up(off, ring_region_align);
 
-        // Private bookkeeping: never handed to the device. Every part starts on a cache line.
+        // Private bookkeeping: never handed to the device. Every part starts on a cache line,
+        // and so does every queue's share of the per-queue parts (their owners differ).
+        const size_t line = private_region_align;
         size_t p = 0;
-        l.shadows = place_rings(align_up(ring_private_bytes(planned_small_ring(c)), private_region_align),
-                                align_up(ring_private_bytes(planned_request_ring(c)), private_region_align),
-                                c.max_request_queues, p);
+        l.shadows = place_rings(align_up(ring_private_bytes(planned_small_ring(c)), line),
+                                align_up(ring_private_bytes(planned_request_ring(c)), line), c.max_request_queues, p);
         l.slots = p;
-        p = align_up(p + sizeof(slot) * c.slots, private_region_align);
+        p += sizeof(slot) * c.slots;
+        l.ladders = p;
+        p = align_up(p + sizeof(ladder_entry) * c.slots, line);
         l.ctrl_state = p;
-        p = align_up(p + sizeof(ctrl_slot) * c.ctrl_slots, private_region_align);
-        l.free_stack = p;
-        p = align_up(p + sizeof(uint16_t) * c.slots, private_region_align);
+        p = align_up(p + sizeof(ctrl_slot) * c.ctrl_slots, line);
+        // Free stacks and mailboxes are cut per queue when the queue count is known: room for
+        // every slot once (mailboxes: rounded to a power of two, at most twice) plus a line
+        // per queue.
+        l.free_stacks = p;
+        p = align_up(p + sizeof(uint16_t) * c.slots + line * c.max_request_queues, line);
+        l.mailboxes = p;
+        p = align_up(p + sizeof(escalation) * (2 * size_t(c.slots)) + line * c.max_request_queues, line);
         l.lun_load = p;
-        p = align_up(p + sizeof(uint16_t) * lun_buckets, private_region_align);
+        p = align_up(p + sizeof(uint16_t) * lun_buckets, line);
         l.scratch = p;
-        p += sizeof(sg_entry) * 2 * (c.max_segments + 1);
-        l.private_total = align_up(p, private_region_align);
+        l.scratch_bytes = align_up(sizeof(sg_entry) * 2 * (c.max_segments + 1), line);
+        p += l.scratch_bytes * c.max_request_queues;
+        l.private_total = align_up(p, line);
         return l;
     }
 
@@ -618,12 +686,344 @@ private:
     }
     private_region priv_sub(size_t off, size_t bytes) const { return private_region{priv_at(off), bytes}; }
 
-    // Hash of a LUN into a shared in-flight counter. Two LUNs that collide share one limit:
-    // conservative, so no LUN ever exceeds cmd_per_lun (checklist 26).
+    // ---- ownership and the phase protocol ----
+    //
+    // The control owner (whoever calls poll()) owns the control and event queues, device
+    // registers other than the notify ones, escalation ladders and recovery; each queue a
+    // queue_handle holds is its owner's alone. They meet in a few words, each with one writer:
+    //
+    //   phase_      the control owner's: even while queues may run, odd while it waits for
+    //               every queue owner to stop so that it can reset the device. [P1] its release
+    //               store of an odd phase pairs with an owner's acquire load on entry; [P3] its
+    //               release store of the next even phase, after the reset has re-initialised
+    //               every ring, pairs with the same load, and tells the owner that everything it
+    //               had in flight was reclaimed by the reset.
+    //   link.ack    an owner's: the odd phase it has seen, stored with release after its last
+    //               ring access, pairs with the control owner's acquire load [P2] before it
+    //               resets the device and re-initialises that queue's ring.
+    //   link.owned  set by take_queue(); cleared by the handle with release after its last
+    //               access [O1], paired with the control owner's acquire load before it uses
+    //               the queue again.
+    //   mailbox     an owner posts a hand-over, then esc_head with release [M1] (the control
+    //               owner's acquire load of esc_head pairs); the control owner takes it and
+    //               stores esc_tail with release [M2] (the owner's acquire load pairs) before
+    //               the owner may reuse the entry.
+    //   slot.live / slot.aborted_tag: see slot.
+    //
+    // A queue owner that stops calling into its handle holds a reset up: keep polling while
+    // holding a handle, or give it back.
+
+    bool taken(uint16_t q) const { return initiator_detail::load_acquire(rq_[q].link.owned) != 0; }  // [O1]
+    bool handles_out() const {
+        for (uint16_t q = 0; q < MaxQueues; ++q)
+            if (taken(q)) return true;
+        return false;
+    }
+    void give_back(uint16_t q) { initiator_detail::store_release(rq_[q].link.owned, 0u); }  // [O1]
+    void set_state(initiator_state s) { __atomic_store(&state_, &s, __ATOMIC_RELAXED); }
+    initiator_state shared_state() const {
+        initiator_state s;
+        __atomic_load(&state_, &s, __ATOMIC_RELAXED);
+        return s;
+    }
+
+    // A queue owner's entry into a call: ok when its queue may be used. On an odd phase the
+    // owner acknowledges and stays out; on a new even phase it must first take back what the
+    // reset reclaimed, which only poll() can (it has a handler).
+    status enter(uint16_t q) {
+        request_queue& rq = rq_[q];
+        const uint32_t p = initiator_detail::load_acquire(phase_);  // [P1] [P3]
+        if (p != rq.seen_phase) {
+            if (!(p & 1)) return status::busy;
+            rq.seen_phase = p;
+            initiator_detail::store_release(rq.link.ack, p);  // [P2]
+        }
+        if (p & 1) return shared_state() == initiator_state::failed ? status::needs_reset : status::busy;
+        return shared_state() == initiator_state::running ? status::ok : status::needs_reset;
+    }
+    template <class Handler>
+    status enter_poll(uint16_t q, Handler& h) {
+        request_queue& rq = rq_[q];
+        const uint32_t p = initiator_detail::load_acquire(phase_);  // [P3]
+        if (p != rq.seen_phase && !(p & 1)) {
+            reclaim_queue(q, h);
+            rq.seen_phase = p;
+        }
+        return enter(q);
+    }
+
+    // ---- a request queue, by whoever owns it ----
+    result<uint64_t> submit_on(uint16_t q, const io_request& r, uint64_t now) {
+        const status v = validate(r);
+        if (v != status::ok) return {v, 0};
+        request_queue& rq = rq_[q];
+        if (rq.free_top == 0) return {status::busy, 0};
+        uint16_t bucket = no_bucket;
+        if (count_luns_) {
+            bucket = lun_bucket(r.target, r.lun);
+            if (!lun_take(bucket)) return {status::busy, 0};
+        }
+        const uint16_t idx = rq.free_stack[rq.free_top - 1];
+        slot& s = slots_[idx];
+        slot_dma& d = dma_of(idx);
+        const uint64_t tag = (rq.seq << 16) | idx;  // unique across queues: rq.seq counts in steps of MaxQueues
+
+        // Request header: LUN, tag, task attribute, priority and CRN 0 (checklist 7), the PI
+        // counts if negotiated, the CDB, and zeros up to cdb_size so the device sees a clean
+        // field. The buffer has room for CdbSize bytes after the PI counts, so the CDB area is
+        // cleared with fixed-size stores.
+        uint8_t* hdr = d.req;
+        const lun_address la = make_lun(r.target, r.lun);
+        __builtin_memcpy(hdr, la.bytes, 8);
+        virtio64 tagf;
+        tagf.set(order_, tag);
+        __builtin_memcpy(hdr + 8, &tagf, 8);
+        hdr[16] = uint8_t(r.attr);
+        hdr[17] = 0;
+        hdr[18] = 0;
+        __builtin_memset(hdr + 19, 0, 8 + CdbSize);
+        uint8_t* cdb = hdr + 19;
+        if (pi_) {
+            virtio32 po, pin;
+            po.set(order_, r.pi_bytes_out);
+            pin.set(order_, r.pi_bytes_in);
+            __builtin_memcpy(hdr + 19, &po, 4);
+            __builtin_memcpy(hdr + 23, &pin, 4);
+            cdb = hdr + 27;
+        }
+        __builtin_memcpy(cdb, r.cdb, r.cdb_len);
+        // The device writes the response header. Until it does, it holds no valid response
+        // code (0xff), so a device that returns the buffers unwritten is never read as OK.
+        __builtin_memset(d.resp, 0, 12);
+        d.resp[11] = 0xff;
+
+        sg_entry* const out = rq.scratch;
+        sg_entry* const in = out + cfg_.max_segments + 1;
+        out[0] = sg_entry{mem_.bus_of(d.req), req_bytes_};
+        uint32_t out_len = 0, in_len = 0;
+        for (uint32_t i = 0; i < r.n_out; ++i) {
+            out[1 + i] = r.data_out[i];
+            out_len += r.data_out[i].len;
+        }
+        in[0] = sg_entry{mem_.bus_of(d.resp), resp_bytes_};
+        for (uint32_t i = 0; i < r.n_in; ++i) {
+            in[1 + i] = r.data_in[i];
+            in_len += r.data_in[i].len;
+        }
+        const status a = rq.ring.add(out, r.n_out + 1, in, r.n_in + 1, idx);
+        if (a != status::ok) {
+            if (bucket != no_bucket) lun_put(bucket);
+            if (a == status::device_broken) initiator_detail::bump(rq.counts.protocol_errors);
+            return {a, 0};
+        }
+        --rq.free_top;
+        rq.seq += MaxQueues;
+        s.user_data = r.user_data;
+        s.deadline = now + (r.timeout_ns ? r.timeout_ns : cfg_.default_timeout_ns);
+        s.data_out_len = out_len;
+        s.data_in_len = in_len;
+        s.target = r.target;
+        s.lun = r.lun;
+        s.bucket = bucket;
+        s.state = slot_state::in_flight;
+        s.stage = ladder::none;
+        initiator_detail::store_release(s.live, tag);
+        rq.kick_pending = true;
+        initiator_detail::bump(rq.counts.submitted);
+        initiator_detail::store_relaxed(rq.counts.in_flight, uint32_t(rq.slot_count - rq.free_top));
+        return {status::ok, tag};
+    }
+
+    void kick_queue(uint16_t q) {
+        request_queue& rq = rq_[q];
+        if (!rq.kick_pending) return;
+        rq.kick_pending = false;
+        // One notify decision per batch (checklist 46).
+        if (rq.ring.publish()) {
+            dev_.transport().notify(uint16_t(first_request_queue + q));
+            initiator_detail::bump(rq.counts.kicks);
+        }
+    }
+
+    template <class Handler>
+    uint32_t reap_queue(uint16_t q, Handler& h) {
+        request_queue& rq = rq_[q];
+        if (rq.ring.broken()) return 0;  // counted once; the reset is asked for
+        uint32_t n = 0;
+        for (;;) {
+            const result<used_completion> r = rq.ring.pop();
+            if (r.st == status::empty) break;
+            if (r.st != status::ok) {
+                initiator_detail::bump(rq.counts.protocol_errors);
+                initiator_detail::store_release(rq.link.reset_wanted, 1u);
+                break;
+            }
+            const uint32_t t = r.value.token;
+            if (t < rq.first_slot || t - rq.first_slot >= rq.slot_count || slots_[t].state != slot_state::in_flight) {
+                // The ring vouched for a token we never posted: our own invariant is broken.
+                Platform::bug("vscsi: ring returned a token with no request");
+                rq.ring.mark_broken();
+                initiator_detail::store_release(rq.link.reset_wanted, 1u);
+                break;
+            }
+            complete_from_device(q, uint16_t(t), r.value.len, h);
+            ++n;
+        }
+        return n;
+    }
+
+    template <class Handler>
+    uint32_t poll_queue(uint16_t q, uint64_t now, Handler& h) {
+        if (enter_poll(q, h) != status::ok) return 0;
+        request_queue& rq = rq_[q];
+        const uint32_t n = reap_queue(q, h);
+        if (now >= rq.next_scan) {
+            rq.next_scan = now + cfg_.scan_interval_ns;
+            scan_queue(q, now);
+        }
+        return n;
+    }
+
+    // Deadlines of one queue's commands: a lost command is re-kicked (perhaps only a
+    // notification was lost; the device may ignore it harmlessly), then handed to the control
+    // owner, whose ladder sends TMFs and, at its end, resets the device.
+    void scan_queue(uint16_t q, uint64_t now) {
+        request_queue& rq = rq_[q];
+        const uint32_t end = uint32_t(rq.first_slot) + rq.slot_count;
+        for (uint32_t i = rq.first_slot; i < end; ++i) {
+            slot& s = slots_[i];
+            if (s.state != slot_state::in_flight || now < s.deadline) continue;
+            if (s.stage == ladder::none) {
+                s.stage = ladder::rekicked;
+                s.deadline = now + cfg_.escalation_step_ns;
+                rq.ring.publish();
+                dev_.transport().notify(uint16_t(first_request_queue + q));
+                initiator_detail::bump(rq.counts.rekicks);
+            } else if (hand_over(q, uint16_t(i))) {
+                s.stage = ladder::handed_off;
+                s.deadline = UINT64_MAX;  // the control owner's ladder has it now
+            } else {
+                s.deadline = now + cfg_.escalation_step_ns;  // mailbox full: try again later
+            }
+        }
+    }
+
+    bool hand_over(uint16_t q, uint16_t i) {
+        request_queue& rq = rq_[q];
+        const uint32_t head = rq.link.esc_head;  // ours alone to write
+        if (head - initiator_detail::load_acquire(rq.link.esc_tail) >= rq.mailbox_size) return false;  // [M2]
+        const slot& s = slots_[i];
+        rq.mailbox[head & (rq.mailbox_size - 1)] = escalation{s.live, i, s.lun, s.target};
+        initiator_detail::store_release(rq.link.esc_head, head + 1);  // [M1]
+        return true;
+    }
+
+    // Complete every command still in flight on queue q after a device reset reclaimed it.
+    template <class Handler>
+    void reclaim_queue(uint16_t q, Handler& h) {
+        request_queue& rq = rq_[q];
+        const uint32_t end = uint32_t(rq.first_slot) + rq.slot_count;
+        for (uint32_t i = rq.first_slot; i < end; ++i)
+            if (slots_[i].state == slot_state::in_flight) complete_lost(q, uint16_t(i), h);
+        rq.kick_pending = false;
+        rq.next_scan = 0;
+    }
+
+    template <class Handler>
+    void complete_from_device(uint16_t q, uint16_t idx, uint32_t used_len, Handler& h) {
+        slot& s = slots_[idx];
+        const slot_dma& d = dma_of(idx);
+        const uint64_t tag = s.live;  // ours: written by this queue's owner
+        // The response header is in device order; read it field by field from our copy.
+        cmd_resp<SenseSize> resp;
+        __builtin_memcpy(&resp, d.resp, sizeof(resp) < sizeof(d.resp) ? sizeof(resp) : sizeof(d.resp));
+        io_completion c{};
+        c.user_data = s.user_data;
+        c.tag = tag;
+        c.target = s.target;
+        c.lun = s.lun;
+        c.response = resp.response;
+        c.scsi_status = resp.status;
+        c.status_qualifier = resp.status_qualifier.get(order_);
+        // checklist 48: a modern device says how much it wrote; a legacy one's len is ignored.
+        const bool header_written = order_.legacy || used_len >= 12;
+        const uint32_t sense_written = order_.legacy ? sense_size_ : (used_len > 12 ? used_len - 12 : 0);
+        if (!header_written) {
+            c.outcome = io_outcome::no_response;
+        } else {
+            c.outcome = outcome_of(resp.response, resp.status);
+            // ABORTED by the ladder's own TMF: the command was lost, not aborted by the caller.
+            // The control owner marks the tag before the TMF reaches the device.
+            if (c.outcome == io_outcome::aborted && initiator_detail::load_acquire(s.aborted_tag) == tag)
+                c.outcome = io_outcome::timed_out;
+        }
+        // checklist 10: sense_len clamped to sense_size, the buffer, and what was written.
+        uint32_t sl = resp.sense_len.get(order_);
+        if (sl > sense_size_) sl = sense_size_;
+        if (sl > sense_written) sl = sense_written;
+        if (!header_written) sl = 0;
+        c.sense = d.resp + 12;
+        c.sense_len = sl;
+        // checklist 9: residual clamped to the data length.
+        // A bidirectional command's residual counts both directions (checklist 9).
+        const uint32_t data_len = s.data_in_len + s.data_out_len;
+        uint32_t res = header_written ? resp.residual.get(order_) : data_len;
+        if (res > data_len) res = data_len;
+        c.residual = res;
+        c.transferred = data_len - res;
+        release_slot(q, idx);
+        h.on_complete(c);
+    }
+
+    template <class Handler>
+    void complete_lost(uint16_t q, uint16_t idx, Handler& h) {
+        slot& s = slots_[idx];
+        io_completion c{};
+        c.user_data = s.user_data;
+        c.tag = s.live;
+        c.target = s.target;
+        c.lun = s.lun;
+        c.outcome = s.stage != ladder::none ? io_outcome::timed_out : io_outcome::device_reset;
+        c.response = uint8_t(response::reset);
+        c.residual = s.data_in_len + s.data_out_len;
+        c.transferred = 0;
+        c.sense = nullptr;
+        c.sense_len = 0;
+        release_slot(q, idx);
+        h.on_complete(c);
+    }
+
+    void release_slot(uint16_t q, uint16_t idx) {
+        request_queue& rq = rq_[q];
+        slot& s = slots_[idx];
+        s.state = slot_state::free;
+        initiator_detail::store_release(s.live, uint64_t(0));
+        if (s.bucket != no_bucket) lun_put(s.bucket);
+        rq.free_stack[rq.free_top++] = idx;
+        initiator_detail::bump(rq.counts.completed);
+        initiator_detail::store_relaxed(rq.counts.in_flight, uint32_t(rq.slot_count - rq.free_top));
+    }
+
+    // ---- per-LUN limits (checklist 26) ----
+    // Shared by every queue, so the counters are atomic: exact for any cmd_per_lun and any
+    // number of queue owners, where per-queue shares would either exceed a small limit or
+    // leave some queues none. They are skipped when cmd_per_lun is at least the slot count:
+    // no LUN can exceed it then, and the data path touches no shared line.
     static uint16_t lun_bucket(uint8_t target, uint16_t lun) {
+        // Hash of a LUN into a shared counter. Two LUNs that collide share one limit:
+        // conservative, so no LUN ever exceeds cmd_per_lun.
         const uint32_t k = (uint32_t(target) << 14) | lun;
         return uint16_t((k * 2654435761u) >> 24);
     }
+    bool lun_take(uint16_t b) {
+        uint16_t cur = __atomic_load_n(&lun_load_[b], __ATOMIC_RELAXED);
+        do {
+            if (cur >= cmd_per_lun_) return false;
+        } while (!__atomic_compare_exchange_n(&lun_load_[b], &cur, uint16_t(cur + 1), true, __ATOMIC_RELAXED,
+                                              __ATOMIC_RELAXED));
+        return true;
+    }
+    void lun_put(uint16_t b) { __atomic_fetch_sub(&lun_load_[b], uint16_t(1), __ATOMIC_RELAXED); }
 
     status validate(const io_request& r) const {
         if (!r.cdb || r.cdb_len == 0 || r.cdb_len > cdb_size_) return status::invalid_argument;
@@ -637,6 +1037,7 @@ private:
         return status::ok;
     }
 
+    // ---- bring-up ----
     // Reset, negotiate, configure, set queues up, post event buffers, DRIVER_OK (checklist 31).
     status bring_up() {
         uint64_t want = feature::bit(feature::version_1) | feature::bit(feature::scsi_hotplug) |
@@ -675,9 +1076,19 @@ private:
         req_bytes_ = cmd_req_bytes(cdb_size_, pi_);
         resp_bytes_ = cmd_resp_bytes(sense_size_);
         if (dcfg_.num_queues == 0) return status::device_error;
-        nreq_ = uint16_t(dcfg_.num_queues < cfg_.max_request_queues ? dcfg_.num_queues : cfg_.max_request_queues);
+        // No more queues than slots: every queue gets a share of them.
+        uint32_t queues = dcfg_.num_queues < cfg_.max_request_queues ? dcfg_.num_queues : cfg_.max_request_queues;
+        if (queues > cfg_.slots) queues = cfg_.slots;
+        const bool handed_out = handles_out();
+        if (handed_out) {
+            // Owners hold queues and slots: the device must still have every queue in use.
+            if (queues < nreq_) return status::device_error;
+        } else {
+            nreq_ = uint16_t(queues);
+        }
         cmd_per_lun_ = dcfg_.cmd_per_lun == 0 ? 1 : dcfg_.cmd_per_lun;
         if (cmd_per_lun_ > 0xffff) cmd_per_lun_ = 0xffff;
+        count_luns_ = cmd_per_lun_ < cfg_.slots;
         // seg_max counts data segments (checklist 27); 0 from a device means it gave no limit
         // it can mean: the driver's own maximum applies.
         seg_max_ = dcfg_.seg_max ? dcfg_.seg_max : cfg_.max_segments;
@@ -693,10 +1104,9 @@ private:
         VSCSI_TRY(setup_ring(eventq_, eventq_index, planned_small_ring(cfg_), sub(r.event, r.small),
                              priv_sub(sh.event, sh.small)));
         for (uint16_t q = 0; q < nreq_; ++q)
-            VSCSI_TRY(setup_ring(req_[q], uint16_t(first_request_queue + q), planned_request_ring(cfg_),
+            VSCSI_TRY(setup_ring(rq_[q].ring, uint16_t(first_request_queue + q), planned_request_ring(cfg_),
                                  sub(r.of_request(q), r.req_bytes), priv_sub(sh.of_request(q), sh.req_bytes)));
-
-        clear_bookkeeping();
+        if (!handed_out) share_slots();
 
         // checklist 17: the event queue is populated before DRIVER_OK; notify only after it (32).
         const uint16_t nev = uint16_t(cfg_.event_buffers < eventq_.size() ? cfg_.event_buffers : eventq_.size());
@@ -707,17 +1117,56 @@ private:
         return status::ok;
     }
 
-    // Every request and control slot free, nothing waiting for a kick.
+    // Every request, control and ladder slot free, every queue idle and the caller's.
     void clear_bookkeeping() {
         for (uint16_t i = 0; i < cfg_.slots; ++i) {
             slots_[i] = slot{};
-            free_stack_[i] = uint16_t(cfg_.slots - 1 - i);
+            ladders_[i] = ladder_entry{};
         }
-        free_top_ = cfg_.slots;
         for (uint16_t i = 0; i < cfg_.ctrl_slots; ++i) ctrl_[i] = ctrl_slot{};
         for (uint32_t i = 0; i < lun_buckets; ++i) lun_load_[i] = 0;
-        for (uint16_t q = 0; q < MaxQueues; ++q) kick_pending_[q] = false;
+        if (phase_ & 1) ++phase_;
+        quiescing_ = reset_waiting_ = false;
+        for (uint16_t q = 0; q < MaxQueues; ++q) {
+            request_queue& rq = rq_[q];
+            rq.free_stack = nullptr;
+            rq.mailbox = nullptr;
+            rq.scratch = reinterpret_cast<sg_entry*>(priv_at(lay_.scratch + lay_.scratch_bytes * (q % cfg_.max_request_queues)));
+            rq.seq = 1 + q;
+            rq.next_scan = 0;
+            rq.seen_phase = phase_;
+            rq.mailbox_size = 0;
+            rq.first_slot = rq.slot_count = rq.free_top = 0;
+            rq.kick_pending = false;
+            rq.counts = queue_counters{};
+            rq.link = typename request_queue::shared_words{};
+        }
+        ctl_stats_ = initiator_stats{};
         next_scan_ = 0;
+    }
+
+    // Slots, free stacks and mailboxes cut into one share per request queue (no queue is
+    // handed out, so every slot is free).
+    void share_slots() {
+        const size_t line = private_region_align;
+        size_t stacks = lay_.free_stacks, boxes = lay_.mailboxes;
+        uint16_t first = 0;
+        for (uint16_t q = 0; q < nreq_; ++q) {
+            request_queue& rq = rq_[q];
+            const uint16_t n = uint16_t(cfg_.slots / nreq_ + (q < cfg_.slots % nreq_ ? 1 : 0));
+            rq.first_slot = first;
+            rq.slot_count = n;
+            rq.free_stack = reinterpret_cast<uint16_t*>(priv_at(stacks));
+            stacks = align_up(stacks + sizeof(uint16_t) * n, line);
+            rq.mailbox_size = initiator_detail::pow2_at_least(n);
+            rq.mailbox = reinterpret_cast<escalation*>(priv_at(boxes));
+            boxes = align_up(boxes + sizeof(escalation) * rq.mailbox_size, line);
+            for (uint16_t i = 0; i < n; ++i) rq.free_stack[i] = uint16_t(first + n - 1 - i);
+            rq.free_top = n;
+            rq.counts.in_flight = 0;
+            rq.link.esc_head = rq.link.esc_tail = 0;
+            first = uint16_t(first + n);
+        }
     }
 
     status setup_ring(split_ring<Platform>& ring, uint16_t index, ring_config planned, dma_region dev,
@@ -758,19 +1207,23 @@ private:
         return eventq_.add(nullptr, 0, &in, 1, i);  // device-writable (checklist 18)
     }
 
+    // ---- the control queue ----
     int alloc_ctrl() const {
         for (uint16_t i = 0; i < cfg_.ctrl_slots; ++i)
             if (ctrl_[i].kind == ctrl_kind::none) return i;
         return -1;
     }
 
-    status post_ctrl(uint16_t ci, const sg_entry& out, const sg_entry& in) {
+    // Post a control request. `mark`, for a ladder TMF: the command's slot, marked with its
+    // tag once the chain is in the ring and before the device can see it.
+    status post_ctrl(uint16_t ci, const sg_entry& out, const sg_entry& in, slot* mark = nullptr, uint64_t tag = 0) {
         const status s = ctrlq_.add(&out, 1, &in, 1, ci);
         if (s != status::ok) {
             ctrl_[ci].kind = ctrl_kind::none;
             if (s == status::device_broken) recover_pending_ = true;
             return s;
         }
+        if (mark) initiator_detail::store_release(mark->aborted_tag, tag);  // before publish() shows the TMF
         if (ctrlq_.publish()) dev_.transport().notify(controlq_index);
         return status::ok;
     }
@@ -800,7 +1253,7 @@ private:
         c.deadline = now + cfg_.escalation_step_ns;
         const sg_entry out{mem_.bus_of(&d.tmf), uint32_t(sizeof(tmf_req))};
         const sg_entry in{mem_.bus_of(&d.tmf_r), uint32_t(sizeof(tmf_resp))};
-        return post_ctrl(uint16_t(ci), out, in);
+        return post_ctrl(uint16_t(ci), out, in, owner == ctrl_owner::ladder ? &slots_[for_slot] : nullptr, tag);
     }
 
     static io_outcome outcome_of(uint8_t resp, uint8_t scsi_status) {
@@ -823,79 +1276,20 @@ private:
         }
     }
 
+    // ---- the control owner ----
     template <class Handler>
-    uint32_t reap_requests(Handler& h) {
+    uint32_t reap_own_queues(Handler& h) {
         uint32_t n = 0;
         for (uint16_t q = 0; q < nreq_; ++q) {
-            for (;;) {
-                const result<used_completion> r = req_[q].pop();
-                if (r.st == status::empty) break;
-                if (r.st != status::ok) {
-                    ++stats_.protocol_errors;
-                    recover_pending_ = true;
-                    break;
-                }
-                if (r.value.token >= cfg_.slots || slots_[r.value.token].state != slot_state::in_flight) {
-                    // The ring vouched for a token we never posted: our own invariant is broken.
-                    Platform::bug("vscsi: ring returned a token with no request");
-                    recover_pending_ = true;
-                    break;
-                }
-                complete_from_device(uint16_t(r.value.token), r.value.len, h);
-                ++n;
+            if (taken(q)) continue;
+            // Given back after a reset it had not caught up with: its commands were reclaimed.
+            if (rq_[q].seen_phase != phase_) {
+                reclaim_queue(q, h);
+                rq_[q].seen_phase = phase_;
             }
+            n += reap_queue(q, h);
         }
         return n;
-    }
-
-    template <class Handler>
-    void complete_from_device(uint16_t idx, uint32_t used_len, Handler& h) {
-        slot& s = slots_[idx];
-        const slot_dma& d = dma_of(idx);
-        // The response header is in device order; read it field by field from our copy.
-        cmd_resp<SenseSize> resp;
-        __builtin_memcpy(&resp, d.resp, sizeof(resp) < sizeof(d.resp) ? sizeof(resp) : sizeof(d.resp));
-        io_completion c{};
-        c.user_data = s.user_data;
-        c.tag = s.tag;
-        c.target = s.target;
-        c.lun = s.lun;
-        c.response = resp.response;
-        c.scsi_status = resp.status;
-        c.status_qualifier = resp.status_qualifier.get(order_);
-        // checklist 48: a modern device says how much it wrote; a legacy one's len is ignored.
-        const bool header_written = order_.legacy || used_len >= 12;
-        const uint32_t sense_written = order_.legacy ? sense_size_ : (used_len > 12 ? used_len - 12 : 0);
-        if (!header_written) {
-            c.outcome = io_outcome::no_response;
-        } else {
-            c.outcome = outcome_of(resp.response, resp.status);
-            if (c.outcome == io_outcome::aborted && s.stage >= ladder::abort_sent) c.outcome = io_outcome::timed_out;
-        }
-        // checklist 10: sense_len clamped to sense_size, the buffer, and what was written.
-        uint32_t sl = resp.sense_len.get(order_);
-        if (sl > sense_size_) sl = sense_size_;
-        if (sl > sense_written) sl = sense_written;
-        if (!header_written) sl = 0;
-        c.sense = d.resp + 12;
-        c.sense_len = sl;
-        // checklist 9: residual clamped to the data length.
-        // A bidirectional command's residual counts both directions (checklist 9).
-        const uint32_t data_len = s.data_in_len + s.data_out_len;
-        uint32_t res = header_written ? resp.residual.get(order_) : data_len;
-        if (res > data_len) res = data_len;
-        c.residual = res;
-        c.transferred = data_len - res;
-        release_slot(idx);
-        ++stats_.completed;
-        h.on_complete(c);
-    }
-
-    void release_slot(uint16_t idx) {
-        slot& s = slots_[idx];
-        s.state = slot_state::free;
-        if (lun_load_[s.bucket]) --lun_load_[s.bucket];
-        free_stack_[free_top_++] = idx;
     }
 
     template <class Handler>
@@ -904,7 +1298,7 @@ private:
             const result<used_completion> r = ctrlq_.pop();
             if (r.st == status::empty) return;
             if (r.st != status::ok) {
-                ++stats_.protocol_errors;
+                ++ctl_stats_.protocol_errors;
                 recover_pending_ = true;
                 return;
             }
@@ -932,8 +1326,9 @@ private:
             const bool written = order_.legacy || r.value.len >= 1;
             const uint8_t resp = written ? d.tmf_r.response : uint8_t(response::failure);
             // checklist 15: the device finished every affected command before this TMF; reap
-            // them before judging whether a command is still outstanding.
-            drained_ += reap_requests(h);
+            // them before judging whether a command is still outstanding (on queues a handle
+            // holds, its owner reaps them; the ladder looks again at its next scan).
+            drained_ += reap_own_queues(h);
             if (c.owner == ctrl_owner::caller) {
                 tmf_completion t{};
                 t.user_data = c.user_data;
@@ -943,19 +1338,28 @@ private:
                 t.response = resp;
                 h.on_tmf(t);
             } else {
-                ladder_tmf_done(c, resp, now);
+                ladder_tmf_done(c, now);
             }
         }
     }
 
-    // A ladder TMF came back. If its command is still outstanding, climb at once.
-    void ladder_tmf_done(const ctrl_slot& c, uint8_t resp, uint64_t now) {
-        (void)resp;
+    // A ladder TMF came back. If its command is still outstanding, climb: at once when the
+    // command's queue is ours (its completion, if the TMF brought one, was reaped just now);
+    // a step later when a handle's owner has it, which may not have reaped it yet.
+    void ladder_tmf_done(const ctrl_slot& c, uint64_t now) {
         if (c.for_slot >= cfg_.slots) return;
-        slot& s = slots_[c.for_slot];
-        if (s.state != slot_state::in_flight || s.tag != c.tag) return;  // resolved meanwhile
-        s.deadline = now;  // due now: the next scan takes the next step
-        next_scan_ = 0;
+        ladder_entry& e = ladders_[c.for_slot];
+        if (e.stage == rung::idle || e.tag != c.tag) return;
+        if (initiator_detail::load_acquire(slots_[c.for_slot].live) != e.tag) {
+            e.stage = rung::idle;  // resolved meanwhile
+            return;
+        }
+        if (taken(e.queue)) {
+            e.deadline = now + cfg_.escalation_step_ns;
+        } else {
+            e.deadline = now;
+            next_scan_ = 0;
+        }
     }
 
     template <class Handler>
@@ -965,14 +1369,14 @@ private:
             const result<used_completion> r = eventq_.pop();
             if (r.st == status::empty) break;
             if (r.st != status::ok) {
-                ++stats_.protocol_errors;
+                ++ctl_stats_.protocol_errors;
                 recover_pending_ = true;
                 return;
             }
             const uint16_t i = uint16_t(r.value.token);
             const uint8_t* b = event_buf(i);
             if (!order_.legacy && r.value.len < sizeof(event)) {
-                ++stats_.events_dropped;  // a short event says nothing we can trust
+                ++ctl_stats_.events_dropped;  // a short event says nothing we can trust
             } else {
                 event e;
                 __builtin_memcpy(&e, b, sizeof(e));
@@ -988,7 +1392,7 @@ private:
                 ev.rescan_target = ev.type == event_type::transport_reset && dl.valid && dl.lun == 0 &&
                                    (ev.reason == uint32_t(reset_reason::rescan) ||
                                     ev.reason == uint32_t(reset_reason::removed));
-                ++stats_.events;
+                ++ctl_stats_.events;
                 if (ev.type != event_type::no_event || ev.missed) h.on_event(ev);
             }
             if (post_event(i) != status::ok) {
@@ -1000,10 +1404,26 @@ private:
         if (reposted && eventq_.publish()) dev_.transport().notify(eventq_index);
     }
 
+    // Hand-overs from every queue's owner (ours too) onto the ladder; the first rung, ABORT
+    // TASK, goes out at once.
+    void take_escalations(uint64_t now) {
+        for (uint16_t q = 0; q < nreq_; ++q) {
+            request_queue& rq = rq_[q];
+            uint32_t tail = rq.link.esc_tail;  // ours alone to write
+            const uint32_t head = initiator_detail::load_acquire(rq.link.esc_head);  // [M1]
+            if (tail == head) continue;
+            for (; tail != head; ++tail) {
+                const escalation m = rq.mailbox[tail & (rq.mailbox_size - 1)];
+                if (m.slot >= cfg_.slots) continue;
+                ladders_[m.slot] = ladder_entry{m.tag, now, m.lun, q, m.target, rung::abort_due};
+                climb(m.slot, now);
+            }
+            initiator_detail::store_release(rq.link.esc_tail, tail);  // [M2]
+        }
+    }
+
     // Deadlines and device health, at most every scan_interval.
-    template <class Handler>
-    void scan(Handler& h, uint64_t now) {
-        (void)h;
+    void scan(uint64_t now) {
         if (dev_.needs_reset()) {  // checklist 37
             recover_pending_ = true;
             return;
@@ -1015,67 +1435,62 @@ private:
                 return;
             }
         }
+        for (uint16_t q = 0; q < nreq_; ++q)
+            if (!taken(q)) scan_queue(q, now);
+        take_escalations(now);
         for (uint16_t i = 0; i < cfg_.slots; ++i) {
-            slot& s = slots_[i];
-            if (s.state != slot_state::in_flight || now < s.deadline) continue;
-            escalate(i, now);
+            if (ladders_[i].stage == rung::idle || now < ladders_[i].deadline) continue;
+            climb(i, now);
             if (recover_pending_) return;
         }
     }
 
-    void escalate(uint16_t i, uint64_t now) {
-        slot& s = slots_[i];
-        switch (s.stage) {
-            case ladder::none:
-                // Perhaps only a notification was lost: re-kick the queue (the device may
-                // ignore it harmlessly).
-                s.stage = ladder::rekicked;
-                s.deadline = now + cfg_.escalation_step_ns;
-                req_[s.queue].publish();
-                dev_.transport().notify(uint16_t(first_request_queue + s.queue));
-                ++stats_.rekicks;
-                return;
-            case ladder::rekicked:
-                if (send_tmf(tmf::abort_task, s.target, s.lun, s.tag, 0, ctrl_owner::ladder, i, now) != status::ok)
-                    return;  // no control slot now: try again next scan
-                s.stage = ladder::abort_sent;
-                s.deadline = now + cfg_.escalation_step_ns;
-                ++stats_.aborts_sent;
-                return;
-            case ladder::abort_sent:
-                if (send_tmf(tmf::logical_unit_reset, s.target, s.lun, s.tag, 0, ctrl_owner::ladder, i, now) !=
-                    status::ok)
-                    return;
-                s.stage = ladder::lun_reset_sent;
-                s.deadline = now + cfg_.escalation_step_ns;
-                ++stats_.lun_resets_sent;
-                return;
-            case ladder::lun_reset_sent:
-                if (send_tmf(tmf::i_t_nexus_reset, s.target, 0, s.tag, 0, ctrl_owner::ladder, i, now) != status::ok)
-                    return;
-                s.stage = ladder::nexus_reset_sent;
-                s.deadline = now + cfg_.escalation_step_ns;
-                ++stats_.nexus_resets_sent;
-                return;
-            case ladder::nexus_reset_sent:
+    // One rung up for the command in slot i, if it is still out: ABORT TASK, LOGICAL UNIT
+    // RESET, I_T NEXUS RESET, then a device reset. Each TMF names the command's tag.
+    void climb(uint16_t i, uint64_t now) {
+        ladder_entry& e = ladders_[i];
+        if (initiator_detail::load_acquire(slots_[i].live) != e.tag) {
+            e.stage = rung::idle;  // it came back meanwhile
+            return;
+        }
+        tmf f = tmf::abort_task;
+        rung next = rung::abort_sent;
+        uint64_t* counter = &ctl_stats_.aborts_sent;
+        uint16_t lun = e.lun;
+        switch (e.stage) {
+            case rung::idle: return;
+            case rung::abort_due: break;
+            case rung::abort_sent:
+                f = tmf::logical_unit_reset, next = rung::lun_reset_sent, counter = &ctl_stats_.lun_resets_sent;
+                break;
+            case rung::lun_reset_sent:
+                f = tmf::i_t_nexus_reset, next = rung::nexus_reset_sent, counter = &ctl_stats_.nexus_resets_sent;
+                lun = 0;
+                break;
+            case rung::nexus_reset_sent:
                 recover_pending_ = true;
                 return;
         }
+        if (send_tmf(f, e.target, lun, e.tag, 0, ctrl_owner::ladder, i, now) != status::ok)
+            return;  // no control slot now: try again next scan
+        e.stage = next;
+        e.deadline = now + cfg_.escalation_step_ns;
+        ++*counter;
     }
 
-    // Complete everything the device held, after it was reset (it owns nothing any more).
+    // Complete everything the device held, after it was reset (it owns nothing any more):
+    // the caller's queues now, handed-out queues through their owners' next poll().
     template <class Handler>
     void reclaim_everything(Handler& h) {
         for (uint16_t q = 0; q < nreq_; ++q) {
-            req_[q].reclaim_all([&](uint32_t token) {
-                if (token < cfg_.slots && slots_[token].state == slot_state::in_flight)
-                    complete_lost(uint16_t(token), h);
-            });
+            request_queue& rq = rq_[q];
+            if (!taken(q)) reclaim_queue(q, h);
+            // Every owner has stopped: what it posted for the old rings goes with them.
+            rq.link.esc_head = rq.link.esc_tail = 0;
+            rq.link.reset_wanted = 0;
+            rq.kick_pending = false;
         }
-        // Anything still marked in flight was not in a ring (a submit that failed half way
-        // cannot happen, but a broken ring may have forgotten): complete it too.
-        for (uint16_t i = 0; i < cfg_.slots; ++i)
-            if (slots_[i].state == slot_state::in_flight) complete_lost(i, h);
+        for (uint16_t i = 0; i < cfg_.slots; ++i) ladders_[i].stage = rung::idle;
         ctrlq_.reclaim_all([](uint32_t) {});
         eventq_.reclaim_all([](uint32_t) {});
         for (uint16_t i = 0; i < cfg_.ctrl_slots; ++i) {
@@ -1105,40 +1520,35 @@ private:
         }
     }
 
-    template <class Handler>
-    void complete_lost(uint16_t idx, Handler& h) {
-        slot& s = slots_[idx];
-        io_completion c{};
-        c.user_data = s.user_data;
-        c.tag = s.tag;
-        c.target = s.target;
-        c.lun = s.lun;
-        c.outcome = s.stage != ladder::none ? io_outcome::timed_out : io_outcome::device_reset;
-        c.response = uint8_t(response::reset);
-        c.residual = s.data_in_len + s.data_out_len;
-        c.transferred = 0;
-        c.sense = nullptr;
-        c.sense_len = 0;
-        release_slot(idx);
-        ++stats_.completed;
-        h.on_complete(c);
-    }
-
-    // The last rung: reset the device, reclaim every buffer, bring it up again.
+    // The last rung: stop every queue owner, reset the device, reclaim every buffer, bring it
+    // up again. Returns busy while some owner has not stopped yet (poll() tries again).
     template <class Handler>
     status recover(Handler& h) {
-        ++stats_.device_resets;
+        if (!quiescing_) {
+            quiescing_ = true;
+            initiator_detail::store_release(phase_, phase_ + 1);  // odd: [P1]
+        }
+        reset_waiting_ = true;
+        for (uint16_t q = 0; q < nreq_; ++q)
+            if (taken(q) && initiator_detail::load_acquire(rq_[q].link.ack) != phase_) return status::busy;  // [P2]
+        reset_waiting_ = false;
         recover_pending_ = false;
+        ++ctl_stats_.device_resets;
         const status s = dev_.reset(cfg_.reset_polls);
         if (s != status::ok) {
             // It never acknowledged the reset: its buffers may still be written. Give up
-            // without touching them (checklist 38).
-            state_ = initiator_state::failed;
+            // without touching them (checklist 38); owners stay stopped.
+            set_state(initiator_state::failed);
             return s;
         }
         reclaim_everything(h);
         const status b = bring_up();
-        state_ = b == status::ok ? initiator_state::running : initiator_state::failed;
+        set_state(b == status::ok ? initiator_state::running : initiator_state::failed);
+        quiescing_ = false;
+        const uint32_t p = phase_ + 1;
+        for (uint16_t q = 0; q < nreq_; ++q)
+            if (!taken(q)) rq_[q].seen_phase = p;
+        initiator_detail::store_release(phase_, p);  // even: [P3]
         return b;
     }
 
@@ -1151,18 +1561,13 @@ private:
     scsi_config_values dcfg_{};
     split_ring<Platform> ctrlq_{};
     split_ring<Platform> eventq_{};
-    split_ring<Platform> req_[MaxQueues]{};
     slot* slots_ = nullptr;
+    ladder_entry* ladders_ = nullptr;
     slot_dma* slot_dma_ = nullptr;
     ctrl_slot* ctrl_ = nullptr;
-    uint16_t* free_stack_ = nullptr;
     uint16_t* lun_load_ = nullptr;
-    sg_entry* scratch_out_ = nullptr;
-    sg_entry* scratch_in_ = nullptr;
-    initiator_stats stats_{};
-    uint64_t seq_ = 1;
+    initiator_stats ctl_stats_{};
     uint64_t next_scan_ = 0;
-    uint32_t free_top_ = 0;
     uint32_t cdb_size_ = 0;
     uint32_t sense_size_ = 0;
     uint32_t req_bytes_ = 0;
@@ -1173,10 +1578,80 @@ private:
     uint32_t event_len_ = sizeof(event);
     uint32_t drained_ = 0;
     uint16_t nreq_ = 0;
-    bool kick_pending_[MaxQueues]{};
     bool pi_ = false;
+    bool count_luns_ = false;
     bool recover_pending_ = false;
+    bool quiescing_ = false;      // phase_ is odd: queue owners stop
+    bool reset_waiting_ = false;  // ... and a reset waits for them to
     initiator_state state_ = initiator_state::stopped;
+    alignas(64) uint32_t phase_ = 0;  // read by every queue owner on every call: a line of its own
+    request_queue rq_[MaxQueues]{};
+
+public:
+    // A request queue handed to one owner (a thread): it submits to, kicks and polls that
+    // queue alone, without locks; the initiator's own calls leave the queue alone. Move-only,
+    // so there is one owner at a time. Dropping it (or release()) gives the queue, and what
+    // it has in flight, back to the initiator. Its poll() needs a handler with on_complete()
+    // only: TMFs, AN and events go to the initiator's poll().
+    class queue_handle {
+    public:
+        queue_handle() = default;
+        queue_handle(queue_handle&& o) noexcept : ini_(o.ini_), q_(o.q_) { o.ini_ = nullptr; }
+        queue_handle& operator=(queue_handle&& o) noexcept {
+            if (this != &o) {
+                release();
+                ini_ = o.ini_;
+                q_ = o.q_;
+                o.ini_ = nullptr;
+            }
+            return *this;
+        }
+        queue_handle(const queue_handle&) = delete;
+        queue_handle& operator=(const queue_handle&) = delete;
+        ~queue_handle() { release(); }
+
+        bool valid() const { return ini_ != nullptr; }
+        uint16_t queue() const { return q_; }
+
+        // As initiator::submit(), on this queue (r.queue is ignored). busy also while a
+        // reset is under way, and after one until poll() has completed what it reclaimed.
+        result<uint64_t> submit(const io_request& r, uint64_t now) {
+            if (!ini_) return {status::invalid_argument, 0};
+            const status g = ini_->enter(q_);
+            if (g != status::ok) return {g, 0};
+            return ini_->submit_on(q_, r, now);
+        }
+        void kick() {
+            if (ini_ && ini_->enter(q_) == status::ok) ini_->kick_queue(q_);
+        }
+        // Reap this queue, run its deadlines (lost commands are re-kicked, then handed to the
+        // initiator's ladder), and take part in resets. Returns completions from the device.
+        template <class Handler>
+        uint32_t poll(uint64_t now, Handler& h) {
+            return ini_ ? ini_->poll_queue(q_, now, h) : 0;
+        }
+        void disable_interrupts() {
+            if (ini_ && ini_->enter(q_) == status::ok) ini_->rq_[q_].ring.disable_interrupts();
+        }
+        bool enable_interrupts() {
+            return ini_ && ini_->enter(q_) == status::ok && ini_->rq_[q_].ring.enable_interrupts();
+        }
+        bool completions_pending() const {
+            return ini_ && ini_->rq_[q_].seen_phase == initiator_detail::load_acquire(ini_->phase_) &&
+                   !(ini_->rq_[q_].seen_phase & 1) && ini_->rq_[q_].ring.has_used();
+        }
+        uint32_t in_flight() const { return ini_ ? ini_->rq_[q_].slot_count - ini_->rq_[q_].free_top : 0; }
+        void release() {
+            if (!ini_) return;
+            ini_->give_back(q_);
+            ini_ = nullptr;
+        }
+
+    private:
+        friend class initiator;
+        initiator* ini_ = nullptr;
+        uint16_t q_ = 0;
+    };
 };
 
 }  // namespace vscsi

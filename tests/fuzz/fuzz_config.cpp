@@ -55,6 +55,13 @@ void read_device(input& in, rig_setup& p) {
     m.generation_churn = in.u8() % 40;
 }
 
+// The request queues the driver uses: what the device has, at most the configured number,
+// and no more than there are slots (every queue gets a share of them).
+uint32_t request_queues(const device_model& m, const vscsi::initiator_config& c) {
+    uint32_t n = m.num_queues < c.max_request_queues ? m.num_queues : c.max_request_queues;
+    return n < c.slots ? n : c.slots;
+}
+
 // Whether a driver with config `c` can run this device: the rules of initiator.hpp's
 // bring-up, restated from the spec's and the driver's documented limits.
 bool drivable(const device_model& m, const vscsi::initiator_config& c) {
@@ -66,7 +73,7 @@ bool drivable(const device_model& m, const vscsi::initiator_config& c) {
     const uint32_t cdb = m.honour_size_writes ? 32 : m.own_cdb_size;
     if (sense > 96 || cdb > 32 || cdb < 6) return false;
     if (m.num_queues == 0) return false;
-    const uint32_t nreq = m.num_queues < c.max_request_queues ? m.num_queues : c.max_request_queues;
+    const uint32_t nreq = request_queues(m, c);
     for (uint32_t q = 0; q < 2 + nreq; ++q) {
         if (q >= m.virtqueues || m.queue_max[q] == 0) return false;
         if (m.legacy) {
@@ -91,7 +98,7 @@ void run(const rig_setup& p, input& in) {
     if (s == vscsi::status::ok) {
         auto* ini = rig.initiator();
         const device_model& m = p.m;
-        const uint32_t nreq = m.num_queues < p.c.max_request_queues ? m.num_queues : p.c.max_request_queues;
+        const uint32_t nreq = request_queues(m, p.c);
         FUZZ_CHECK(ini->request_queues() == nreq, "%u request queues, expected %u", ini->request_queues(), nreq);
         const uint32_t cpl = m.cmd_per_lun == 0 ? 1 : m.cmd_per_lun > 0xffff ? 0xffff : m.cmd_per_lun;
         FUZZ_CHECK(ini->cmd_per_lun() == cpl, "cmd_per_lun %u, expected %u", ini->cmd_per_lun(), cpl);

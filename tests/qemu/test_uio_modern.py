@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """vscsi-uio against a modern-only virtio-scsi device (disable-legacy=on, 1af4:1048) with
-128-entry virtqueues and 4 request queues.
+128-entry virtqueues and 4 request queues, in a guest with two vCPUs (bench --threads runs a
+thread per request queue).
 
 usage: test_uio_modern.py VSCSI_UIO WORKDIR
 """
@@ -23,7 +24,7 @@ for (t, l), (size, bs) in disks.items():
 topology = {k: (size // bs, bs, False) for k, (size, bs) in disks.items()}
 
 g = Guest(os.path.join(work, 'guest'), modules=['uio_pci_generic'], ship_modules=['virtio_pci', 'virtio_scsi', 'sd_mod'],
-          binaries=[binary], qemu_args=qemu, hugepages=64)
+          binaries=[binary], qemu_args=qemu, hugepages=64, smp='2')
 try:
     g.start()
     print(f'guest booted in {g.boot_seconds:.1f} s', flush=True)
@@ -57,6 +58,30 @@ try:
     r.check('bench over 4 request queues at depth 64 (more than a 128-entry ring half holds)', ok, out)
     rc, out = g.run('vscsi-uio bench -t 0 -l 0 --rw randread --iodepth 200 --runtime 1 2>&1')
     r.check('bench --iodepth beyond cmd_per_lun (128): refused', rc == 2 and 'exceeds' in out, out)
+
+    # A thread per request queue, each with its own queue handle, results merged.
+    rc, out = g.run('vscsi-uio bench -t 2 -l 0 --rw randrw --bs 4k --iodepth 16 --runtime 1 --threads 2 --json',
+                    timeout=120)
+    try:
+        job = bench_json(out)['jobs'][0]
+        per = job['thread_iops']
+        ok = rc == 0 and job['error'] == 0 and job['job options']['threads'] == '2' and \
+            job['job options']['queues'] == '2' and len(per) == 2 and min(per) > 0 and \
+            job['read']['total_ios'] > 0 and job['write']['total_ios'] > 0 and \
+            abs(job['read']['iops'] + job['write']['iops'] - sum(per)) < 0.2 * sum(per)
+    except (ValueError, KeyError, IndexError, TypeError):
+        ok = False
+    r.check('bench --threads 2: two threads, a request queue each, merged in --json', ok, out)
+    rc, out = g.run('vscsi-uio bench -t 0 -l 0 --rw randread --iodepth 8 --runtime 1 --threads 4', timeout=120)
+    r.check('bench --threads 4 on the 4 request queues',
+            rc == 0 and 'threads=4 (a queue each)' in out and out.count('thread ') == 4 and 'errors: 0' in out, out)
+    rc, out = g.run('vscsi-uio bench -t 0 -l 0 --runtime 1 --threads 5 2>&1')
+    r.check('bench --threads 5 on a device with 4 request queues: refused',
+            rc == 2 and 'needs a request queue per thread' in out, out)
+    rc, out = g.run('vscsi-uio bench -t 0 -l 0 --runtime 1 --threads 2 --iodepth 100 2>&1')
+    r.check('bench --threads 2 --iodepth 100 (200 > cmd_per_lun 128): refused', rc == 2 and 'exceeds' in out, out)
+    rc, out = g.run('vscsi-uio bench -t 0 -l 0 --runtime 1 --threads 2 --hybrid 2>&1')
+    r.check('bench --threads with --hybrid: refused', rc == 2 and 'polls' in out, out)
 
     rc, out = g.run('vscsi-uio reset -t 2 -l 1 --type lun')
     r.check('LUN reset on the modern device', rc == 0 and 'answered FUNCTION COMPLETE' in out, out)
