@@ -324,27 +324,15 @@ void controller::wait_for_interrupt(int ms) {
 }
 
 void controller::sleep_for_interrupt(uint64_t max_ns) {
-    if (spin_ns_) {
-        // Most commands come back within a few tens of microseconds: spinning that long is
-        // cheaper than an interrupt round trip, and going to sleep after it caps what a slow
-        // command costs in CPU time.
-        const uint64_t until = now() + (spin_ns_ < max_ns ? spin_ns_ : max_ns);
-        // No PAUSE in this loop: under QEMU's TCG it leaves the translated code on every
-        // iteration, which made the spin slower than sleeping.
-        do {
-            if (ini_->completions_pending()) return;
-        } while (now() < until);
-    }
-    // Re-enable, then re-check: a completion that raced with re-enabling is not missed.
-    if (ini_->enable_interrupts()) {
-        ini_->disable_interrupts();
-        return;
-    }
-    // Wake at least every 100 ms: the initiator's deadlines need polls too.
-    uint64_t ms = max_ns / 1000000 + 1;
-    if (ms > 100) ms = 100;
-    wait_for_interrupt(int(ms));
-    ini_->disable_interrupts();
+    sleep_until_work(*ini_, max_ns, [this](int ms) { wait_for_interrupt(ms); });
+}
+
+bool controller::per_queue_interrupts() const {
+    return irq_mode_ && vfio_irq_.mode() == vfio::interrupts::kind::msix && vfio_irq_.per_queue();
+}
+
+void controller::wait_for_queue_interrupt(uint16_t q, int ms) {
+    vfio_irq_.wait_one(vfio_irq_.queue_vector(uint16_t(first_request_queue + q)), ms);
 }
 
 command_result controller::command(uint8_t target, uint16_t lun, const uint8_t* cdb, uint32_t cdb_len, bool write,

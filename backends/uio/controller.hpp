@@ -149,6 +149,17 @@ public:
     // mode, poll for up to spin_ns first and return as soon as anything is there to reap.
     void sleep_for_interrupt(uint64_t max_ns);
 
+    // Whether each request queue interrupts on a vector of its own (MSI-X through vfio), so
+    // a thread that owns one queue (a queue_handle) can sleep on that queue alone.
+    bool per_queue_interrupts() const;
+    // sleep_for_interrupt() for such a thread: its queue's interrupts only. Threads owning
+    // different queues may sleep at once; each touches only its own vector.
+    template <class Handle>
+    void sleep_for_queue_interrupt(Handle& h, uint64_t max_ns) {
+        const uint16_t q = h.queue();
+        sleep_until_work(h, max_ns, [this, q](int ms) { wait_for_queue_interrupt(q, ms); });
+    }
+
 private:
     bool take_function(std::string& err);
     bool open_uio(std::string& err);
@@ -157,6 +168,34 @@ private:
     bool open_vfio_interrupts(bool listen, std::string& err);
     bool start_initiator(const initiator_config& cfg, size_t region, std::string& err);
     void wait_for_interrupt(int ms);
+    void wait_for_queue_interrupt(uint16_t q, int ms);
+
+    // What every sleep does, for the initiator (every queue) or one queue's handle: in hybrid
+    // mode spin up to spin_ns first; then re-enable interrupts and re-check, so a completion
+    // that raced with re-enabling is not missed; then wait (at most 100 ms: the initiator's
+    // deadlines need polls too), and disable them again.
+    template <class Queues, class Wait>
+    void sleep_until_work(Queues& q, uint64_t max_ns, Wait&& wait) {
+        if (spin_ns_) {
+            // Most commands come back within a few tens of microseconds: spinning that long is
+            // cheaper than an interrupt round trip, and going to sleep after it caps what a
+            // slow command costs in CPU time.
+            const uint64_t until = now() + (spin_ns_ < max_ns ? spin_ns_ : max_ns);
+            // No PAUSE in this loop: under QEMU's TCG it leaves the translated code on every
+            // iteration, which made the spin slower than sleeping.
+            do {
+                if (q.completions_pending()) return;
+            } while (now() < until);
+        }
+        if (q.enable_interrupts()) {
+            q.disable_interrupts();
+            return;
+        }
+        uint64_t ms = max_ns / 1000000 + 1;
+        if (ms > 100) ms = 100;
+        wait(int(ms));
+        q.disable_interrupts();
+    }
 
     open_options opt_;
     pci_function fn_;

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "latency_histogram.hpp"
+#include "pattern.hpp"
 #include "progress.hpp"
 #include "session.hpp"
 
@@ -52,11 +53,17 @@ struct tally {
     latency_histogram lat[2];  // read, write
     uint64_t errors = 0;
     io_outcome first_error = io_outcome::good;
+    uint64_t verified = 0;     // --verify: reads checked against the pattern
+    uint64_t corrupt = 0;      // ... and of those, reads that did not hold it
+    uint64_t first_corrupt_lba = ~0ull;
     void merge(const tally& o) {
         lat[0].merge(o.lat[0]);
         lat[1].merge(o.lat[1]);
         if (!errors) first_error = o.first_error;
         errors += o.errors;
+        verified += o.verified;
+        if (!corrupt) first_corrupt_lba = o.first_corrupt_lba;
+        corrupt += o.corrupt;
     }
 };
 
@@ -77,6 +84,8 @@ struct load {
     uint16_t queues = 1;          // spread over (the initiator's port)
     std::vector<uint64_t> submitted_at;
     std::vector<uint8_t> is_write;
+    std::vector<uint64_t> unit_of;     // where each slot's command goes, in I/O-sized units
+    std::vector<uint8_t*> buf_of;      // each slot's data buffer
     std::vector<uint8_t> cdbs;
     std::vector<sg_entry> sgs;    // per slot, up to max_sg
     std::vector<uint32_t> nsg;
@@ -99,6 +108,8 @@ struct load {
         span = p.lun.cap.blocks() / blocks_per_io;
         submitted_at.assign(p.iodepth, 0);
         is_write.assign(p.iodepth, 0);
+        unit_of.assign(p.iodepth, 0);
+        buf_of.assign(p.iodepth, nullptr);
         cdbs.assign(size_t(p.iodepth) * 16, 0);
         sgs.assign(size_t(p.iodepth) * max_sg, sg_entry{});
         nsg.assign(p.iodepth, 0);
@@ -109,6 +120,7 @@ struct load {
         for (uint32_t s = 0; s < p.iodepth; ++s) {
             uint8_t* buf = c.data() + size_t(first + s) * p.bs;
             for (uint32_t i = 0; i < p.bs; ++i) buf[i] = uint8_t(i * 7 + s);  // what writes write
+            buf_of[s] = buf;
             nsg[s] = c.memory().scatter(buf, p.bs, &sgs[size_t(s) * max_sg], max_sg);
             if (!nsg[s]) {
                 err = fmt::format("--bs {} needs too many DMA segments", p.bs);
@@ -134,6 +146,9 @@ struct load {
                 unit = r % span;
             }
         }
+        // --verify: what a write puts on the disk is the pattern for those blocks, so the disk
+        // keeps holding it whatever order concurrent writes land in.
+        if (write && p.verify) fill_pattern(buf_of[slot], unit * p.bs, p.bs, p.seed);
         uint8_t* cdb = &cdbs[size_t(slot) * 16];
         const uint32_t n = scsi::read_write(cdb, 16, write, unit * blocks_per_io, blocks_per_io);
         io_request r{};
@@ -154,6 +169,7 @@ struct load {
         if (port.submit(r, now).st != status::ok) return false;
         submitted_at[slot] = now;
         is_write[slot] = write;
+        unit_of[slot] = unit;
         ++in_flight;
         return true;
     }
@@ -182,6 +198,13 @@ struct load {
             // Clocks read on CPUs that disagree a little may put a completion before its
             // submission: that is no latency at all, not 2^64 ns of it.
             t.lat[is_write[slot]].add(now > submitted_at[slot] ? now - submitted_at[slot] : 0);
+            if (p.verify && !is_write[slot]) {
+                ++t.verified;
+                if (!matches_pattern(buf_of[slot], unit_of[slot] * p.bs, p.bs, p.seed)) {
+                    if (!t.corrupt) t.first_corrupt_lba = unit_of[slot] * blocks_per_io;
+                    ++t.corrupt;
+                }
+            }
         }
         if (!stopping) submit(slot);
     }
@@ -284,8 +307,9 @@ bool run_single(Controller& c, const bench_params& p, const volatile bool& stop,
 }
 
 // `p.threads` threads, each owning one request queue through a queue_handle: they submit and
-// poll without locks; this thread stays the control owner (events, TMFs, the ladder past a
-// re-kick, resets), polling every millisecond.
+// poll without locks (with interrupts, each sleeps on its own queue's vector); this thread
+// stays the control owner (events, TMFs, the ladder past a re-kick, resets), polling every
+// millisecond.
 template <class Controller>
 bool run_threads(Controller& c, const bench_params& p, const volatile bool& stop, tally& out, double& secs,
                  std::vector<double>& per_thread_iops, std::string& err) {
@@ -326,11 +350,16 @@ bool run_threads(Controller& c, const bench_params& p, const volatile bool& stop
                 const uint64_t now = c.now();
                 if (now >= end || quit.load(std::memory_order_relaxed)) break;
                 L.turn(now);
+                // Interrupts: this queue's own vector, which only this thread waits on.
+                if (c.irq_mode() && L.in_flight) c.sleep_for_queue_interrupt(L.port, end - L.now);
             }
             L.t1 = L.now;
             L.stopping = true;
             const uint64_t drain_end = c.now() + 30000000000ull;
-            while (L.in_flight && c.now() < drain_end) L.turn(c.now());
+            while (L.in_flight && c.now() < drain_end) {
+                L.turn(c.now());
+                if (c.irq_mode() && L.in_flight) c.sleep_for_queue_interrupt(L.port, drain_end - L.now);
+            }
             // Handing the queue back also hands anything the device still holds to the
             // control owner, whose stop() reclaims it.
             L.port.release();
@@ -377,7 +406,7 @@ bool run_threads(Controller& c, const bench_params& p, const volatile bool& stop
 
 // The benchmark on any backend's controller: ini() (the initiator), now(), data() and
 // data_bytes() (the DMA data area), memory().scatter(), irq_mode(), sleep_for_interrupt(),
-// wait_mode(), function().bdf.
+// per_queue_interrupts(), sleep_for_queue_interrupt(), wait_mode(), function().bdf.
 template <class Controller>
 int run_bench_on(Controller& c, const bench_params& p, const volatile bool& stop) {
     const uint32_t block = p.lun.cap.block_size;
@@ -390,8 +419,11 @@ int run_bench_on(Controller& c, const bench_params& p, const volatile bool& stop
         return 2;
     }
     if (p.threads) {
-        if (c.irq_mode()) {
-            fmt::print(stderr, "vscsi-uio: --threads polls; it does not take --irq or --hybrid\n");
+        if (c.irq_mode() && !c.per_queue_interrupts()) {
+            fmt::print(stderr,
+                       "vscsi-uio: --threads with --irq or --hybrid needs an interrupt vector per queue (MSI-X "
+                       "through vfio-pci); {} has {}\n",
+                       c.function().bdf, c.interrupt_source());
             return 2;
         }
         if (c.ini().request_queues() < p.threads) {
@@ -451,6 +483,7 @@ int run_bench_on(Controller& c, const bench_params& p, const volatile bool& stop
         fmt::print(",\n      \"usr_cpu\": {:.3f}, \"sys_cpu\": {:.3f}, \"cpu_ns_per_io\": {:.0f}, \"errors\": {}",
                    secs > 0 ? usr / secs * 100 : 0, secs > 0 ? sys / secs * 100 : 0, ios ? (usr + sys) * 1e9 / double(ios) : 0,
                    t.errors);
+        if (p.verify) fmt::print(", \"verified_reads\": {}, \"corrupt_reads\": {}", t.verified, t.corrupt);
         if (!per_thread.empty()) {
             fmt::print(",\n      \"thread_iops\": [");
             for (size_t i = 0; i < per_thread.size(); ++i) fmt::print("{}{:.3f}", i ? ", " : "", per_thread[i]);
@@ -472,10 +505,18 @@ int run_bench_on(Controller& c, const bench_params& p, const volatile bool& stop
         fmt::print("  cpu  : {:.2f} s user, {:.2f} s system, {:.1f} us per I/O\n", usr, sys,
                    ios ? (usr + sys) * 1e6 / double(ios) : 0.0);
         if (c.irq_mode()) fmt::print("  irqs : {}\n", interrupt_summary(c));
+        if (p.verify)
+            fmt::print("  verify: {} reads checked against the pattern of seed {}, {} differed\n", t.verified, p.seed,
+                       t.corrupt);
         fmt::print("  errors: {}{}\n", t.errors, t.errors ? fmt::format(" (first: {})", to_string(t.first_error)) : "");
     }
     if (c.ini().state() != initiator_state::running) {
         fmt::print(stderr, "vscsi-uio: the device failed during the benchmark\n");
+        return 1;
+    }
+    if (t.corrupt) {
+        fmt::print(stderr, "vscsi-uio: {} of {} reads did not hold the pattern of seed {} (the first at LBA {})\n",
+                   t.corrupt, t.verified, p.seed, t.first_corrupt_lba);
         return 1;
     }
     return t.errors || ios == 0 ? 1 : 0;
@@ -508,8 +549,13 @@ int cmd_bench(const options& o) {
         if (queues < p.threads)
             return fail(fmt::format("--threads {} needs a request queue each: --queues {} is too few", p.threads, queues),
                         exit_usage);
-        if (o.flags.count("--irq") || o.flags.count("--hybrid"))
-            return fail("--threads polls; it does not take --irq or --hybrid", exit_usage);
+    }
+    // --verify SEED: the LUN must hold that pattern already (verify --seed SEED, or write
+    // --pattern SEED, put it there); writes keep it there.
+    if (o.values.count("--verify")) {
+        if (!parse_u64(o.get("--verify"), 0, ~0ull, p.seed))
+            return fail("--verify must be a number (the pattern's seed), not '" + o.get("--verify") + "'", exit_usage);
+        p.verify = true;
     }
     p.json = o.flags.count("--json") != 0;
     device_session s;

@@ -20,6 +20,8 @@ struct bench_params {
     double runtime_s = 10;
     bool json = false;
     uint16_t threads = 0;      // 0: one thread over every queue; N: N threads, each its own queue
+    bool verify = false;       // writes write the pattern of `seed`, every read is checked against it
+    uint64_t seed = 0;
     lun_info lun;
 };
 

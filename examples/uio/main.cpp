@@ -8,7 +8,8 @@
 //   vscsi-uio read  -d PCI -t T -l L --lba N --count C [-o FILE]
 //   vscsi-uio write -d PCI -t T -l L --lba N --count C (-i FILE | --pattern SEED)
 //   vscsi-uio verify -d PCI -t T -l L [--size BYTES] [--seed S]
-//   vscsi-uio bench -d PCI -t T -l L --rw MODE --bs 4k --iodepth 32 --runtime 10 [--queues N] [--threads N] [--json]
+//   vscsi-uio bench -d PCI -t T -l L --rw MODE --bs 4k --iodepth 32 --runtime 10 [--queues N] [--threads N]
+//                   [--verify SEED] [--json]
 //   vscsi-uio events -d PCI [--timeout S]
 //   vscsi-uio reset -d PCI -t T -l L --type abort|lun|target|device
 //   vscsi-uio iommu-check -d PCI -t T -l L      (vfio: a READ into an unmapped IOVA faults)
@@ -46,7 +47,7 @@ const char* const usage_text =
     "  write -d PCI -t T -l L --lba N --count C (-i FILE | --pattern SEED)\n"
     "  verify -d PCI -t T -l L [--size BYTES] [--seed S]\n"
     "  bench -d PCI -t T -l L --rw randread|randwrite|read|write|randrw --bs 4k --iodepth 32\n"
-    "        --runtime 10 [--queues N] [--threads N] [--json]\n"
+    "        --runtime 10 [--queues N] [--threads N] [--verify SEED] [--json]\n"
     "  events -d PCI [--timeout S]\n"
     "  reset -d PCI -t T -l L --type abort|lun|target|device\n"
     "  iommu-check -d PCI -t T -l L          diagnostic: a READ into an unmapped IOVA must fault, not land\n"
@@ -89,8 +90,8 @@ int main(int argc, char** argv) {
         {"write", cmd_write, {with(lun_values, {"--lba", "--count", "-i", "--pattern"}), dev_flags, 0}},
         {"verify", cmd_verify, {with(lun_values, {"--size", "--seed"}), dev_flags, 0}},
         {"bench", cmd_bench,
-         {with(lun_values, {"--rw", "--bs", "--iodepth", "--runtime", "--queues", "--threads"}), with(dev_flags, {"--json"}),
-          0}},
+         {with(lun_values, {"--rw", "--bs", "--iodepth", "--runtime", "--queues", "--threads", "--verify"}),
+          with(dev_flags, {"--json"}), 0}},
         {"events", cmd_events, {{"-d", "--driver", "--timeout"}, dev_flags, 0}},
         {"reset", cmd_reset, {with(lun_values, {"--type"}), dev_flags, 0}},
         {"iommu-check", cmd_iommu_check, {lun_values, dev_flags, 0}},

@@ -31,4 +31,15 @@ inline void fill_pattern(uint8_t* dst, uint64_t disk_offset, size_t len, uint64_
     }
 }
 
+// Whether `len` bytes that came from byte `disk_offset` of the disk hold the pattern.
+inline bool matches_pattern(const uint8_t* src, uint64_t disk_offset, size_t len, uint64_t seed) {
+    const uint64_t first = disk_offset / 8;
+    for (size_t i = 0; i < len / 8; ++i) {
+        const uint64_t w = pattern_word(seed, first + i);
+        for (int k = 0; k < 8; ++k)
+            if (src[8 * i + k] != uint8_t(w >> (8 * k))) return false;
+    }
+    return true;
+}
+
 }  // namespace vscsi_uio

@@ -80,6 +80,13 @@ TEST_CASE("the pattern depends on seed and disk offset only", "[uio][cli]") {
     CHECK(a[0] == uint8_t(pattern_word(5, 1024)));  // little-endian words
     fill_pattern(b, 8192 + 2048, sizeof b, 6);
     CHECK(!std::equal(b, b + sizeof b, a + 2048));
+    // What bench --verify checks a read against: the same bytes, at the same place, only.
+    CHECK(matches_pattern(a, 8192, sizeof a, 5));
+    CHECK(matches_pattern(a + 2048, 8192 + 2048, 1024, 5));
+    CHECK(!matches_pattern(a, 8192 + 4096, sizeof a, 5));  // the right data at the wrong LBA
+    CHECK(!matches_pattern(a, 8192, sizeof a, 6));
+    a[4095] ^= 1;
+    CHECK(!matches_pattern(a, 8192, sizeof a, 5));          // the last byte counts
 }
 
 TEST_CASE("latency histogram: percentiles within a bucket's width", "[uio][cli]") {
