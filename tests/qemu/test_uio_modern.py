@@ -81,7 +81,8 @@ try:
     rc, out = g.run('vscsi-uio bench -t 0 -l 0 --runtime 1 --threads 2 --iodepth 100 2>&1')
     r.check('bench --threads 2 --iodepth 100 (200 > cmd_per_lun 128): refused', rc == 2 and 'exceeds' in out, out)
     rc, out = g.run('vscsi-uio bench -t 0 -l 0 --runtime 1 --threads 2 --hybrid 2>&1')
-    r.check('bench --threads with --hybrid: refused', rc == 2 and 'polls' in out, out)
+    r.check('bench --threads with --hybrid through uio (one INTx line for all queues): refused',
+            rc == 2 and 'needs an interrupt vector per queue' in out and 'INTx (uio)' in out, out)
 
     rc, out = g.run('vscsi-uio reset -t 2 -l 1 --type lun')
     r.check('LUN reset on the modern device', rc == 0 and 'answered FUNCTION COMPLETE' in out, out)
