@@ -417,6 +417,9 @@ public:
             return s;
         }
         reclaim_everything(h);
+        // No owner holds a queue: nothing waits, nothing is owed.
+        end_quiesce();
+        recover_pending_ = false;
         set_state(initiator_state::stopped);
         return status::ok;
     }
@@ -452,6 +455,9 @@ public:
     }
 
     initiator_state state() const { return state_; }
+    // Queue owners are asked to stop: a reset waits for them, or failed after they stopped.
+    // (The control owner's view; a queue owner learns it from busy or needs_reset.)
+    bool resetting() const { return quiescing_; }
     const scsi_config_values& device_config() const { return dcfg_; }
     uint64_t features() const { return dev_.features(); }
     uint16_t request_queues() const { return nreq_; }
@@ -720,6 +726,11 @@ private:
         return false;
     }
     void give_back(uint16_t q) { initiator_detail::store_release(rq_[q].link.owned, 0u); }  // [O1]
+    // Back to an even phase with nobody asked to stop (start, stop: no queue is handed out).
+    void end_quiesce() {
+        if (phase_ & 1) initiator_detail::store_release(phase_, phase_ + 1);
+        quiescing_ = reset_waiting_ = false;
+    }
     void set_state(initiator_state s) { __atomic_store(&state_, &s, __ATOMIC_RELAXED); }
     initiator_state shared_state() const {
         initiator_state s;
@@ -757,7 +768,8 @@ private:
         const status v = validate(r);
         if (v != status::ok) return {v, 0};
         request_queue& rq = rq_[q];
-        if (rq.free_top == 0) return {status::busy, 0};
+        // A ring latched broken waits for the reset it asked for (counted once, when caught).
+        if (rq.free_top == 0 || rq.ring.broken()) return {status::busy, 0};
         uint16_t bucket = no_bucket;
         if (count_luns_) {
             bucket = lun_bucket(r.target, r.lun);
@@ -813,7 +825,6 @@ private:
         const status a = rq.ring.add(out, r.n_out + 1, in, r.n_in + 1, idx);
         if (a != status::ok) {
             if (bucket != no_bucket) lun_put(bucket);
-            if (a == status::device_broken) initiator_detail::bump(rq.counts.protocol_errors);
             return {a, 0};
         }
         --rq.free_top;
@@ -1125,8 +1136,8 @@ private:
         }
         for (uint16_t i = 0; i < cfg_.ctrl_slots; ++i) ctrl_[i] = ctrl_slot{};
         for (uint32_t i = 0; i < lun_buckets; ++i) lun_load_[i] = 0;
-        if (phase_ & 1) ++phase_;
-        quiescing_ = reset_waiting_ = false;
+        end_quiesce();
+        recover_pending_ = false;
         for (uint16_t q = 0; q < MaxQueues; ++q) {
             request_queue& rq = rq_[q];
             rq.free_stack = nullptr;
@@ -1591,8 +1602,9 @@ public:
     // A request queue handed to one owner (a thread): it submits to, kicks and polls that
     // queue alone, without locks; the initiator's own calls leave the queue alone. Move-only,
     // so there is one owner at a time. Dropping it (or release()) gives the queue, and what
-    // it has in flight, back to the initiator. Its poll() needs a handler with on_complete()
-    // only: TMFs, AN and events go to the initiator's poll().
+    // it has in flight, back to the initiator; every handle goes back before stop(), start()
+    // or the initiator's end. Its poll() needs a handler with on_complete() only: TMFs, AN
+    // and events go to the initiator's poll().
     class queue_handle {
     public:
         queue_handle() = default;
