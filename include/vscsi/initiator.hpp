@@ -327,9 +327,7 @@ public:
             n = reap_own_queues(h);
             if (state_ == initiator_state::running) reap_control(h, now);
             if (state_ == initiator_state::running) reap_events(h);
-            take_escalations(now);
-            for (uint16_t q = 0; q < nreq_; ++q)
-                if (initiator_detail::load_acquire(rq_[q].link.reset_wanted)) recover_pending_ = true;
+            take_from_owners(now);
             if (state_ == initiator_state::running && now >= next_scan_) {
                 next_scan_ = now + cfg_.scan_interval_ns;
                 scan(now);
@@ -471,7 +469,7 @@ public:
     // Commands in flight on every queue (a snapshot while handles run).
     uint32_t in_flight() const {
         uint32_t n = 0;
-        for (uint16_t q = 0; q < nreq_; ++q) n += initiator_detail::load_relaxed(rq_[q].counts.in_flight);
+        for (uint16_t q = 0; q < nreq_; ++q) n += rq_[q].slot_count - initiator_detail::load_relaxed(rq_[q].free_top);
         return n;
     }
     // Every queue's counters summed with the control owner's (a snapshot while handles run).
@@ -562,7 +560,6 @@ private:
 
     struct queue_counters {
         uint64_t submitted, completed, kicks, rekicks, protocol_errors;
-        uint32_t in_flight;
     };
     // One request queue: its ring and what its owner alone touches, then the words it
     // shares with the control owner on a line of their own (written rarely: take and give
@@ -576,7 +573,8 @@ private:
         uint64_t next_scan;
         uint32_t seen_phase;    // the phase this queue's owner last acted on
         uint32_t mailbox_size;
-        uint16_t first_slot, slot_count, free_top;
+        uint16_t first_slot, slot_count;
+        uint16_t free_top;      // written by the owner only, read by in_flight() from anywhere
         bool kick_pending;
         queue_counters counts;
         struct alignas(64) shared_words {
@@ -827,7 +825,7 @@ private:
             if (bucket != no_bucket) lun_put(bucket);
             return {a, 0};
         }
-        --rq.free_top;
+        initiator_detail::store_relaxed(rq.free_top, uint16_t(rq.free_top - 1));
         rq.seq += MaxQueues;
         s.user_data = r.user_data;
         s.deadline = now + (r.timeout_ns ? r.timeout_ns : cfg_.default_timeout_ns);
@@ -841,7 +839,6 @@ private:
         initiator_detail::store_release(s.live, tag);
         rq.kick_pending = true;
         initiator_detail::bump(rq.counts.submitted);
-        initiator_detail::store_relaxed(rq.counts.in_flight, uint32_t(rq.slot_count - rq.free_top));
         return {status::ok, tag};
     }
 
@@ -870,7 +867,7 @@ private:
                 break;
             }
             const uint32_t t = r.value.token;
-            if (t < rq.first_slot || t - rq.first_slot >= rq.slot_count || slots_[t].state != slot_state::in_flight) {
+            if (uint32_t(t - rq.first_slot) >= rq.slot_count || slots_[t].state != slot_state::in_flight) {
                 // The ring vouched for a token we never posted: our own invariant is broken.
                 Platform::bug("vscsi: ring returned a token with no request");
                 rq.ring.mark_broken();
@@ -1010,9 +1007,9 @@ private:
         s.state = slot_state::free;
         initiator_detail::store_release(s.live, uint64_t(0));
         if (s.bucket != no_bucket) lun_put(s.bucket);
-        rq.free_stack[rq.free_top++] = idx;
+        rq.free_stack[rq.free_top] = idx;
+        initiator_detail::store_relaxed(rq.free_top, uint16_t(rq.free_top + 1));
         initiator_detail::bump(rq.counts.completed);
-        initiator_detail::store_relaxed(rq.counts.in_flight, uint32_t(rq.slot_count - rq.free_top));
     }
 
     // ---- per-LUN limits (checklist 26) ----
@@ -1174,7 +1171,6 @@ private:
             boxes = align_up(boxes + sizeof(escalation) * rq.mailbox_size, line);
             for (uint16_t i = 0; i < n; ++i) rq.free_stack[i] = uint16_t(first + n - 1 - i);
             rq.free_top = n;
-            rq.counts.in_flight = 0;
             rq.link.esc_head = rq.link.esc_tail = 0;
             first = uint16_t(first + n);
         }
@@ -1415,22 +1411,28 @@ private:
         if (reposted && eventq_.publish()) dev_.transport().notify(eventq_index);
     }
 
-    // Hand-overs from every queue's owner (ours too) onto the ladder; the first rung, ABORT
-    // TASK, goes out at once.
-    void take_escalations(uint64_t now) {
+    // What every queue's owner (ours too) left: requests for a reset (its ring lied), and
+    // hand-overs onto the ladder. Usually nothing: two loads per queue.
+    void take_from_owners(uint64_t now) {
         for (uint16_t q = 0; q < nreq_; ++q) {
-            request_queue& rq = rq_[q];
-            uint32_t tail = rq.link.esc_tail;  // ours alone to write
-            const uint32_t head = initiator_detail::load_acquire(rq.link.esc_head);  // [M1]
-            if (tail == head) continue;
-            for (; tail != head; ++tail) {
-                const escalation m = rq.mailbox[tail & (rq.mailbox_size - 1)];
-                if (m.slot >= cfg_.slots) continue;
-                ladders_[m.slot] = ladder_entry{m.tag, now, m.lun, q, m.target, rung::abort_due};
-                climb(m.slot, now);
-            }
-            initiator_detail::store_release(rq.link.esc_tail, tail);  // [M2]
+            const typename request_queue::shared_words& l = rq_[q].link;
+            if (initiator_detail::load_acquire(l.reset_wanted)) recover_pending_ = true;
+            if (initiator_detail::load_acquire(l.esc_head) != l.esc_tail) take_hand_overs(q, now);  // [M1]
         }
+    }
+
+    // A queue's hand-overs onto the ladder, whose first rung, ABORT TASK, goes out at once.
+    void take_hand_overs(uint16_t q, uint64_t now) {
+        request_queue& rq = rq_[q];
+        uint32_t tail = rq.link.esc_tail;  // ours alone to write
+        const uint32_t head = initiator_detail::load_acquire(rq.link.esc_head);  // [M1]
+        for (; tail != head; ++tail) {
+            const escalation m = rq.mailbox[tail & (rq.mailbox_size - 1)];
+            if (m.slot >= cfg_.slots) continue;
+            ladders_[m.slot] = ladder_entry{m.tag, now, m.lun, q, m.target, rung::abort_due};
+            climb(m.slot, now);
+        }
+        initiator_detail::store_release(rq.link.esc_tail, tail);  // [M2]
     }
 
     // Deadlines and device health, at most every scan_interval.
@@ -1448,7 +1450,7 @@ private:
         }
         for (uint16_t q = 0; q < nreq_; ++q)
             if (!taken(q)) scan_queue(q, now);
-        take_escalations(now);
+        take_from_owners(now);
         for (uint16_t i = 0; i < cfg_.slots; ++i) {
             if (ladders_[i].stage == rung::idle || now < ladders_[i].deadline) continue;
             climb(i, now);
