@@ -327,9 +327,7 @@ public:
             n = reap_own_queues(h);
             if (state_ == initiator_state::running) reap_control(h, now);
             if (state_ == initiator_state::running) reap_events(h);
-            take_escalations(now);
-            for (uint16_t q = 0; q < nreq_; ++q)
-                if (initiator_detail::load_acquire(rq_[q].link.reset_wanted)) recover_pending_ = true;
+            take_from_owners(now);
             if (state_ == initiator_state::running && now >= next_scan_) {
                 next_scan_ = now + cfg_.scan_interval_ns;
                 scan(now);
@@ -417,6 +415,9 @@ public:
             return s;
         }
         reclaim_everything(h);
+        // No owner holds a queue: nothing waits, nothing is owed.
+        end_quiesce();
+        recover_pending_ = false;
         set_state(initiator_state::stopped);
         return status::ok;
     }
@@ -452,6 +453,9 @@ public:
     }
 
     initiator_state state() const { return state_; }
+    // Queue owners are asked to stop: a reset waits for them, or failed after they stopped.
+    // (The control owner's view; a queue owner learns it from busy or needs_reset.)
+    bool resetting() const { return quiescing_; }
     const scsi_config_values& device_config() const { return dcfg_; }
     uint64_t features() const { return dev_.features(); }
     uint16_t request_queues() const { return nreq_; }
@@ -465,7 +469,7 @@ public:
     // Commands in flight on every queue (a snapshot while handles run).
     uint32_t in_flight() const {
         uint32_t n = 0;
-        for (uint16_t q = 0; q < nreq_; ++q) n += initiator_detail::load_relaxed(rq_[q].counts.in_flight);
+        for (uint16_t q = 0; q < nreq_; ++q) n += rq_[q].slot_count - initiator_detail::load_relaxed(rq_[q].free_top);
         return n;
     }
     // Every queue's counters summed with the control owner's (a snapshot while handles run).
@@ -556,7 +560,6 @@ private:
 
     struct queue_counters {
         uint64_t submitted, completed, kicks, rekicks, protocol_errors;
-        uint32_t in_flight;
     };
     // One request queue: its ring and what its owner alone touches, then the words it
     // shares with the control owner on a line of their own (written rarely: take and give
@@ -570,7 +573,8 @@ private:
         uint64_t next_scan;
         uint32_t seen_phase;    // the phase this queue's owner last acted on
         uint32_t mailbox_size;
-        uint16_t first_slot, slot_count, free_top;
+        uint16_t first_slot, slot_count;
+        uint16_t free_top;      // written by the owner only, read by in_flight() from anywhere
         bool kick_pending;
         queue_counters counts;
         struct alignas(64) shared_words {
@@ -720,6 +724,11 @@ private:
         return false;
     }
     void give_back(uint16_t q) { initiator_detail::store_release(rq_[q].link.owned, 0u); }  // [O1]
+    // Back to an even phase with nobody asked to stop (start, stop: no queue is handed out).
+    void end_quiesce() {
+        if (phase_ & 1) initiator_detail::store_release(phase_, phase_ + 1);
+        quiescing_ = reset_waiting_ = false;
+    }
     void set_state(initiator_state s) { __atomic_store(&state_, &s, __ATOMIC_RELAXED); }
     initiator_state shared_state() const {
         initiator_state s;
@@ -757,7 +766,8 @@ private:
         const status v = validate(r);
         if (v != status::ok) return {v, 0};
         request_queue& rq = rq_[q];
-        if (rq.free_top == 0) return {status::busy, 0};
+        // A ring latched broken waits for the reset it asked for (counted once, when caught).
+        if (rq.free_top == 0 || rq.ring.broken()) return {status::busy, 0};
         uint16_t bucket = no_bucket;
         if (count_luns_) {
             bucket = lun_bucket(r.target, r.lun);
@@ -813,10 +823,9 @@ private:
         const status a = rq.ring.add(out, r.n_out + 1, in, r.n_in + 1, idx);
         if (a != status::ok) {
             if (bucket != no_bucket) lun_put(bucket);
-            if (a == status::device_broken) initiator_detail::bump(rq.counts.protocol_errors);
             return {a, 0};
         }
-        --rq.free_top;
+        initiator_detail::store_relaxed(rq.free_top, uint16_t(rq.free_top - 1));
         rq.seq += MaxQueues;
         s.user_data = r.user_data;
         s.deadline = now + (r.timeout_ns ? r.timeout_ns : cfg_.default_timeout_ns);
@@ -830,7 +839,6 @@ private:
         initiator_detail::store_release(s.live, tag);
         rq.kick_pending = true;
         initiator_detail::bump(rq.counts.submitted);
-        initiator_detail::store_relaxed(rq.counts.in_flight, uint32_t(rq.slot_count - rq.free_top));
         return {status::ok, tag};
     }
 
@@ -859,7 +867,7 @@ private:
                 break;
             }
             const uint32_t t = r.value.token;
-            if (t < rq.first_slot || t - rq.first_slot >= rq.slot_count || slots_[t].state != slot_state::in_flight) {
+            if (uint32_t(t - rq.first_slot) >= rq.slot_count || slots_[t].state != slot_state::in_flight) {
                 // The ring vouched for a token we never posted: our own invariant is broken.
                 Platform::bug("vscsi: ring returned a token with no request");
                 rq.ring.mark_broken();
@@ -999,9 +1007,9 @@ private:
         s.state = slot_state::free;
         initiator_detail::store_release(s.live, uint64_t(0));
         if (s.bucket != no_bucket) lun_put(s.bucket);
-        rq.free_stack[rq.free_top++] = idx;
+        rq.free_stack[rq.free_top] = idx;
+        initiator_detail::store_relaxed(rq.free_top, uint16_t(rq.free_top + 1));
         initiator_detail::bump(rq.counts.completed);
-        initiator_detail::store_relaxed(rq.counts.in_flight, uint32_t(rq.slot_count - rq.free_top));
     }
 
     // ---- per-LUN limits (checklist 26) ----
@@ -1125,8 +1133,8 @@ private:
         }
         for (uint16_t i = 0; i < cfg_.ctrl_slots; ++i) ctrl_[i] = ctrl_slot{};
         for (uint32_t i = 0; i < lun_buckets; ++i) lun_load_[i] = 0;
-        if (phase_ & 1) ++phase_;
-        quiescing_ = reset_waiting_ = false;
+        end_quiesce();
+        recover_pending_ = false;
         for (uint16_t q = 0; q < MaxQueues; ++q) {
             request_queue& rq = rq_[q];
             rq.free_stack = nullptr;
@@ -1163,7 +1171,6 @@ private:
             boxes = align_up(boxes + sizeof(escalation) * rq.mailbox_size, line);
             for (uint16_t i = 0; i < n; ++i) rq.free_stack[i] = uint16_t(first + n - 1 - i);
             rq.free_top = n;
-            rq.counts.in_flight = 0;
             rq.link.esc_head = rq.link.esc_tail = 0;
             first = uint16_t(first + n);
         }
@@ -1404,22 +1411,28 @@ private:
         if (reposted && eventq_.publish()) dev_.transport().notify(eventq_index);
     }
 
-    // Hand-overs from every queue's owner (ours too) onto the ladder; the first rung, ABORT
-    // TASK, goes out at once.
-    void take_escalations(uint64_t now) {
+    // What every queue's owner (ours too) left: requests for a reset (its ring lied), and
+    // hand-overs onto the ladder. Usually nothing: two loads per queue.
+    void take_from_owners(uint64_t now) {
         for (uint16_t q = 0; q < nreq_; ++q) {
-            request_queue& rq = rq_[q];
-            uint32_t tail = rq.link.esc_tail;  // ours alone to write
-            const uint32_t head = initiator_detail::load_acquire(rq.link.esc_head);  // [M1]
-            if (tail == head) continue;
-            for (; tail != head; ++tail) {
-                const escalation m = rq.mailbox[tail & (rq.mailbox_size - 1)];
-                if (m.slot >= cfg_.slots) continue;
-                ladders_[m.slot] = ladder_entry{m.tag, now, m.lun, q, m.target, rung::abort_due};
-                climb(m.slot, now);
-            }
-            initiator_detail::store_release(rq.link.esc_tail, tail);  // [M2]
+            const typename request_queue::shared_words& l = rq_[q].link;
+            if (initiator_detail::load_acquire(l.reset_wanted)) recover_pending_ = true;
+            if (initiator_detail::load_acquire(l.esc_head) != l.esc_tail) take_hand_overs(q, now);  // [M1]
         }
+    }
+
+    // A queue's hand-overs onto the ladder, whose first rung, ABORT TASK, goes out at once.
+    void take_hand_overs(uint16_t q, uint64_t now) {
+        request_queue& rq = rq_[q];
+        uint32_t tail = rq.link.esc_tail;  // ours alone to write
+        const uint32_t head = initiator_detail::load_acquire(rq.link.esc_head);  // [M1]
+        for (; tail != head; ++tail) {
+            const escalation m = rq.mailbox[tail & (rq.mailbox_size - 1)];
+            if (m.slot >= cfg_.slots) continue;
+            ladders_[m.slot] = ladder_entry{m.tag, now, m.lun, q, m.target, rung::abort_due};
+            climb(m.slot, now);
+        }
+        initiator_detail::store_release(rq.link.esc_tail, tail);  // [M2]
     }
 
     // Deadlines and device health, at most every scan_interval.
@@ -1437,7 +1450,7 @@ private:
         }
         for (uint16_t q = 0; q < nreq_; ++q)
             if (!taken(q)) scan_queue(q, now);
-        take_escalations(now);
+        take_from_owners(now);
         for (uint16_t i = 0; i < cfg_.slots; ++i) {
             if (ladders_[i].stage == rung::idle || now < ladders_[i].deadline) continue;
             climb(i, now);
@@ -1591,8 +1604,9 @@ public:
     // A request queue handed to one owner (a thread): it submits to, kicks and polls that
     // queue alone, without locks; the initiator's own calls leave the queue alone. Move-only,
     // so there is one owner at a time. Dropping it (or release()) gives the queue, and what
-    // it has in flight, back to the initiator. Its poll() needs a handler with on_complete()
-    // only: TMFs, AN and events go to the initiator's poll().
+    // it has in flight, back to the initiator; every handle goes back before stop(), start()
+    // or the initiator's end. Its poll() needs a handler with on_complete() only: TMFs, AN
+    // and events go to the initiator's poll().
     class queue_handle {
     public:
         queue_handle() = default;

@@ -20,6 +20,12 @@
 //     exactly as the driver left it whenever the driver is called again: nothing the device
 //     did between calls reached it.
 //
+// Request queues can be handed to queue handles (take_queue): submits to such a queue go
+// through its handle, only the handle's poll reaps it, and the initiator's poll leaves it
+// alone. A reset then waits for every handle's owner to call in, and each handle completes
+// what the reset reclaimed at its next poll: those commands may complete later than the
+// reset, as device_reset or timed_out, and nothing else of theirs may.
+//
 // A device that writes anywhere in the DMA region (device_stomp) leaves the books of this
 // side behind: from then until the device is reset, the rig stops modelling rings and chains
 // and holds the driver to what no lie can excuse: nothing completes twice or unasked for,
@@ -104,6 +110,7 @@ template <class Transport>
 class driver_rig {
 public:
     using initiator_t = vscsi::initiator<vscsi::hosted_platform, Transport, 32, 96, 4>;
+    using handle_t = typename initiator_t::queue_handle;
     static constexpr uint64_t region_bus = 0x100000000ull;
     static constexpr uint64_t ladder_cookie = 1ull << 63;
 
@@ -151,6 +158,7 @@ public:
 
     // Stop, hand the driver a new region (the old one is freed, as stop() allows), start.
     vscsi::status restart() {
+        give_back_all();
         const vscsi::status s = stop();
         if (s != vscsi::status::ok) return s;
         mem_.remove(region_bus_);
@@ -195,10 +203,12 @@ public:
         q.queue = shape.queue;
         q.user_data = r.user_data;
         vscsi::result<uint64_t> res{};
+        const uint16_t queue = ini_->request_queues() ? uint16_t(shape.queue % ini_->request_queues()) : 0;
+        auto h = handles_.find(queue);
         call([&] {
-            res = ini_->submit(q, now_);
+            res = h != handles_.end() ? h->second.submit(q, now_) : ini_->submit(q, now_);
             if (res.ok()) {
-                r.ring = uint16_t(shape.queue % ini_->request_queues());
+                r.ring = queue;
                 ring_peer* p = dev_.peer(uint16_t(vscsi::first_request_queue + r.ring));
                 FUZZ_CHECK(p || !dev_.tracking(), "submitted to request queue %u that is not set up", r.ring);
                 if (p) p->note_add();
@@ -226,8 +236,57 @@ public:
     }
 
     void kick() {
-        if (ini_) call([&] { ini_->kick(); });
+        if (!ini_) return;
+        call([&] {
+            ini_->kick();
+            for (auto& kv : handles_) kv.second.kick();
+        });
     }
+
+    // ---- queue handles ----
+    void take_queue(uint16_t q) {
+        if (!ini_ || handles_.count(q)) return;
+        handle_t h;
+        vscsi::status s = vscsi::status::ok;
+        call([&] { s = ini_->take_queue(q, h); });
+        FUZZ_CHECK(s == vscsi::status::ok || s == vscsi::status::busy || s == vscsi::status::needs_reset ||
+                       s == vscsi::status::invalid_argument,
+                   "take_queue: %s", vscsi::to_string(s));
+        FUZZ_CHECK((s == vscsi::status::invalid_argument) == (q >= ini_->request_queues() && s != vscsi::status::needs_reset),
+                   "take_queue(%u) of %u queues: %s", q, ini_->request_queues(), vscsi::to_string(s));
+        FUZZ_CHECK(h.valid() == (s == vscsi::status::ok), "take_queue: %s, handle valid %d", vscsi::to_string(s), h.valid());
+        if (s == vscsi::status::ok) handles_.emplace(q, std::move(h));
+    }
+    void give_back(uint16_t q) {
+        auto h = handles_.find(q);
+        if (h == handles_.end()) return;
+        call([&] { handles_.erase(h); });
+    }
+    void give_back_all() {
+        if (!handles_.empty()) call([&] { handles_.clear(); });
+    }
+    // The owner of queue q polls its handle: that queue alone is reaped.
+    uint32_t poll_queue(uint16_t q) {
+        auto h = handles_.find(q);
+        if (h == handles_.end()) return 0;
+        if (!dev_.tracking()) {
+            uint32_t n = 0;
+            call([&] { n = h->second.poll(now_, rec_); });
+            return n;
+        }
+        expectation e = ini_->resetting() ? expectation{} : predict(int(q));
+        const uint64_t errors_before = ini_->stats().protocol_errors;
+        uint32_t n = 0;
+        call([&] { n = h->second.poll(now_, rec_); }, &e);
+        FUZZ_CHECK(n == e.reaped_requests, "queue %u's poll says %u completions from the device, %zu were returned validly",
+                   q, n, e.reaped_requests);
+        if (e.broken) {
+            FUZZ_CHECK(ini_->stats().protocol_errors > errors_before, "a ring lie went uncounted");
+            reset_owed_ = true;  // the control owner resets once every owner has stopped
+        }
+        return n;
+    }
+    size_t handles() const { return handles_.size(); }
 
     vscsi::status tmf(vscsi::tmf function, uint8_t target, uint16_t lun, uint64_t tag) {
         if (!ini_) return vscsi::status::invalid_argument;
@@ -277,11 +336,11 @@ public:
             call([&] { n = ini_->poll(now_, rec_); });
             return n;
         }
-        expectation e = predict();
+        expectation e = ini_->resetting() ? expectation{} : predict();
         const uint64_t resets_before = dev_.resets();
         const uint64_t errors_before = ini_->stats().protocol_errors;
         const uint64_t drops_before = ini_->stats().events_dropped;
-        const bool quiet = !e.broken && !needs_reset_ && now_ < earliest_deadline();
+        const bool quiet = !e.broken && !needs_reset_ && !reset_owed_ && now_ < earliest_deadline();
         uint32_t n = 0;
         call([&] { n = ini_->poll(now_, rec_); }, &e);
         FUZZ_CHECK(n == e.reaped_requests, "poll says %u completions from the device, %zu were returned validly", n,
@@ -290,10 +349,12 @@ public:
                    (unsigned long long)(ini_->stats().events_dropped - drops_before), (unsigned long long)e.drops);
         if (e.broken) {
             FUZZ_CHECK(ini_->stats().protocol_errors > errors_before, "a ring lie went uncounted");
-            FUZZ_CHECK(dev_.resets() > resets_before, "a ring lied and the device was not reset");
+            // With queues handed out the reset waits for their owners.
+            if (handles_.empty()) FUZZ_CHECK(dev_.resets() > resets_before, "a ring lied and the device was not reset");
+            reset_owed_ = true;
         }
         if (quiet) FUZZ_CHECK(dev_.resets() == resets_before, "device reset with no lie, deadline or NEEDS_RESET");
-        if (dev_.resets() > resets_before) needs_reset_ = false;
+        if (dev_.resets() > resets_before) needs_reset_ = reset_owed_ = false;
         return n;
     }
 
@@ -301,7 +362,11 @@ public:
         if (!ini_) return vscsi::status::invalid_argument;
         vscsi::status s = vscsi::status::ok;
         call([&] { s = ini_->reset_device(rec_); });
-        needs_reset_ = false;
+        FUZZ_CHECK(s != vscsi::status::busy || !handles_.empty(), "reset_device busy with no queue handed out");
+        if (s == vscsi::status::busy)
+            reset_owed_ = true;
+        else
+            needs_reset_ = reset_owed_ = false;
         return s;
     }
 
@@ -309,10 +374,13 @@ public:
         if (!ini_) return vscsi::status::ok;
         vscsi::status s = vscsi::status::ok;
         call([&] { s = ini_->stop(rec_); });
+        FUZZ_CHECK((s == vscsi::status::busy) == !handles_.empty(), "stop() says %s with %zu handles out",
+                   vscsi::to_string(s), handles_.size());
+        if (s == vscsi::status::busy) return s;
         if (s == vscsi::status::ok) {
             FUZZ_CHECK(reqs_.empty() && ctrls_.empty(), "stop left %zu requests, %zu control requests outstanding",
                        reqs_.size(), ctrls_.size());
-            needs_reset_ = false;
+            needs_reset_ = reset_owed_ = false;
         }
         return s;
     }
@@ -326,7 +394,9 @@ public:
         bool owed = false;
         if (running())
             for (uint16_t i = 0; i < max_virtqueues; ++i)
-                if (ring_peer* p = dev_.peer(i)) owed |= p->used_idx() != p->last_used();
+                if (ring_peer* p = dev_.peer(i))
+                    if (i < vscsi::first_request_queue || !handles_.count(uint16_t(i - vscsi::first_request_queue)))
+                        owed |= p->used_idx() != p->last_used();
         bool pending = false;
         const bool tracked = dev_.tracking();
         call([&] { pending = ini_->enable_interrupts(); });
@@ -339,6 +409,7 @@ public:
     void finish() {
         if (!ini_) return;
         if (getenv("VSCSI_FUZZ_TRACE")) trace();
+        give_back_all();
         if (stop() != vscsi::status::ok) {
             dev_.model().reset_delay = 0;
             FUZZ_CHECK(stop() == vscsi::status::ok, "stop failed on a device that resets at once");
@@ -525,6 +596,7 @@ private:
         uint32_t data_len = 0;
         bool seen = false;    // the device has seen its chain
         bool ladder = false;  // a ladder TMF named its tag: ABORTED now reads as timed out
+        bool reset_owed = false;  // a reset reclaimed it on a handle's queue: the handle completes it later
         uint32_t in_len() const {
             uint32_t n = 0;
             for (const auto& s : in) n += s.len;
@@ -579,9 +651,13 @@ private:
         expectation none;
         check_completions(e ? *e : none, reset_acked, tracked);
         if (reset_acked) {
-            for (uint64_t ud : before)
-                FUZZ_CHECK(!reqs_.count(ud), "request %llu still outstanding after the device was reset",
+            for (uint64_t ud : before) {
+                auto it = reqs_.find(ud);
+                if (it == reqs_.end()) continue;
+                FUZZ_CHECK(handles_.count(it->second.ring), "request %llu still outstanding after the device was reset",
                            (unsigned long long)ud);
+                it->second.reset_owed = true;
+            }
         }
         FUZZ_CHECK(ini_->in_flight() == reqs_.size(), "driver counts %u in flight, %zu outstanding",
                    ini_->in_flight(), reqs_.size());
@@ -596,6 +672,9 @@ private:
         if (!dev_.tracking()) return;
         ring_peer* ev = dev_.peer(vscsi::eventq_index);
         FUZZ_CHECK(ev, "running without an event queue");
+        // A lie latched the event ring: nothing is reaped or reposted there until the reset
+        // (which waits for queue owners when queues are handed out).
+        if (ev->broken()) return;
         const uint32_t want = cfg_.event_buffers < ev->size() ? cfg_.event_buffers : ev->size();
         FUZZ_CHECK(ev->held().size() == want, "event queue holds %zu buffers, %u posted at start (checklist 17)",
                    ev->held().size(), want);
@@ -787,15 +866,22 @@ private:
         return o::unknown_response;
     }
 
-    expectation predict() {
+    // What a poll reaps: the initiator's (only_queue < 0) takes the control and event queues and
+    // every request queue no handle holds; a handle's, its queue alone.
+    expectation predict(int only_queue = -1) {
         expectation e;
         if (!running()) return e;
         const bool legacy = dev_.live().legacy;
         for (uint16_t qi = 0; qi < max_virtqueues; ++qi) {
+            const bool request = qi >= vscsi::first_request_queue;
+            const uint16_t ring = uint16_t(qi - vscsi::first_request_queue);
+            if (only_queue >= 0 ? !request || ring != only_queue : request && handles_.count(ring)) continue;
             ring_peer* p = dev_.peer(qi);
             if (!p) continue;
+            // A ring latched broken earlier (its reset waits for queue owners) lies no more.
+            const bool was_broken = p->broken();
             const ring_peer::prediction pr = p->reap();
-            e.broken |= pr.broken;
+            e.broken |= pr.broken && !was_broken;
             for (const ring_peer::reaped& it : pr.items) {
                 const uint64_t cookie = it.c.cookie & ~returned_mark;
                 if (qi >= vscsi::first_request_queue) {
@@ -887,7 +973,7 @@ private:
                        c.sense_len, ini_->sense_size());
             auto x = e.io.find(c.user_data);
             if (!tracked) {
-                FUZZ_CHECK(c.outcome != vscsi::io_outcome::device_reset || reset_acked,
+                FUZZ_CHECK(c.outcome != vscsi::io_outcome::device_reset || reset_acked || r.reset_owed,
                            "request completed as device_reset with no reset");
             } else if (x != e.io.end()) {
                 const expected_io& w = x->second;
@@ -901,7 +987,8 @@ private:
                            w.sense_len);
                 e.io.erase(x);
             } else {
-                FUZZ_CHECK(reset_acked, "request %llu completed while the device still owns its buffers (checklist 38)",
+                FUZZ_CHECK(reset_acked || r.reset_owed,
+                           "request %llu completed while the device still owns its buffers (checklist 38)",
                            (unsigned long long)c.user_data);
                 FUZZ_CHECK(c.outcome == vscsi::io_outcome::device_reset || c.outcome == vscsi::io_outcome::timed_out,
                            "reclaimed request completed as %s", vscsi::to_string(c.outcome));
@@ -963,6 +1050,8 @@ private:
     uint64_t region_bus_ = 0;
     size_t region_bytes_ = 0;
     private_books books_;
+    std::map<uint16_t, handle_t> handles_;  // request queues handed out, by queue
+    bool reset_owed_ = false;  // a lie or a reset request waits for queue owners to stop
     recorder rec_;
     uint64_t now_ = 1000;
     uint64_t next_ud_ = 1;

@@ -119,13 +119,4 @@ std::vector<named_seed> seeds() {
 
 }  // namespace
 
-extern "C" int LLVMFuzzerInitialize(int*, char***) {
-    write_seeds_if_asked(seeds());
-    return 0;
-}
-
-extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-    input in(data, size);
-    play(read_rig_setup(in), in, table, n_table);
-    return 0;
-}
+VSCSI_FUZZ_ACTION_TARGET(table, seeds)

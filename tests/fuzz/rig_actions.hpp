@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include <initializer_list>
+#include <iterator>
 #include <vector>
 
 #include "driver_rig.hpp"
@@ -37,6 +38,9 @@ enum class act : uint8_t {
     restart,         // stop, then start again
     config_change,   // the device changes a config value (generation bumped)
     stomp,           // the device writes any bytes anywhere in the DMA region
+    take_queue,      // a request queue to a queue handle of its own
+    give_back,       // ... and back to the initiator
+    poll_queue,      // the owner of a handed-out queue polls it
     count
 };
 
@@ -278,6 +282,9 @@ void run_actions(Rig& rig, input& in, const act* table, size_t n_table, unsigned
                 rig.device_stomp(where, off, b, n);
                 break;
             }
+            case act::take_queue: rig.take_queue(uint16_t(in.below(4))); break;
+            case act::give_back: rig.give_back(uint16_t(in.below(4))); break;
+            case act::poll_queue: rig.poll_queue(uint16_t(in.below(4))); break;
             case act::count: break;
         }
     }
@@ -297,6 +304,19 @@ inline void play(const rig_setup& p, input& in, const act* table, size_t n_table
     else
         play<vscsi::modern_pci<hostile_device>>(p, in, table, n_table);
 }
+
+// The libFuzzer entry points of a target that plays action scripts: its seeds when asked
+// (seeds.hpp), then each input through `table`.
+#define VSCSI_FUZZ_ACTION_TARGET(table, seeds)                                \
+    extern "C" int LLVMFuzzerInitialize(int*, char***) {                      \
+        fuzz::write_seeds_if_asked(seeds());                                  \
+        return 0;                                                             \
+    }                                                                         \
+    extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) { \
+        fuzz::input in(data, size);                                           \
+        fuzz::play(fuzz::read_rig_setup(in), in, table, std::size(table));    \
+        return 0;                                                             \
+    }
 
 // Writing seeds in the same language: each method encodes one action exactly as
 // run_actions() decodes it, through the target's opcode table.
@@ -382,6 +402,9 @@ public:
         for (uint8_t b : bytes) u8(b);
         return *this;
     }
+    script& take_queue(uint8_t q) { return static_cast<script&>(op(act::take_queue).u8(q)); }
+    script& give_back(uint8_t q) { return static_cast<script&>(op(act::give_back).u8(q)); }
+    script& poll_queue(uint8_t q) { return static_cast<script&>(op(act::poll_queue).u8(q)); }
     // Whether this target's table has the action (seeds skip what a target does not do).
     bool has(act a) const {
         for (size_t i = 0; i < n_; ++i)

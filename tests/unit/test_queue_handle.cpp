@@ -432,3 +432,33 @@ TEST_CASE("a handle given back with commands in flight hands them to the control
     CHECK(got.done.empty());
     CHECK(ini.stop(e.r.rec) == status::ok);
 }
+
+TEST_CASE("a reset still waiting for owners when the initiator stops is not carried into the next start",
+          "[handle][reset][regression]") {
+    // Found by fuzz_handles: NEEDS_RESET started a reset that waited for a handle's owner;
+    // the handle was given back and the initiator stopped and started again, and the next
+    // poll reset the freshly started device (and a stopped one would have been reset too).
+    env e;
+    auto& ini = *e.r.ini;
+    handle_t h;
+    REQUIRE(ini.take_queue(0, h) == status::ok);
+    CHECK(ini.reset_device(e.r.rec) == status::busy);
+    CHECK(ini.resetting());
+    h.release();
+    const uint64_t resets = e.r.dev->stats().resets;
+    REQUIRE(ini.stop(e.r.rec) == status::ok);
+    CHECK(!ini.resetting());
+    ini.poll(e.r.now, e.r.rec);  // stopped: touches nothing
+    CHECK(e.r.dev->stats().resets == resets + 1);
+    REQUIRE(ini.start(e.r.cfg, e.r.dma(), e.r.shadow->region()) == status::ok);
+    const uint64_t started = ini.stats().device_resets;
+    for (int i = 0; i < 5; ++i) ini.poll(e.r.now, e.r.rec);
+    CHECK(ini.stats().device_resets == started);
+    REQUIRE(ini.take_queue(0, h) == status::ok);
+    completions got;
+    const auto cdb = tur();
+    REQUIRE(h.submit(e.request(cdb, 1), e.r.now).ok());
+    h.kick();
+    e.r.dev->step();
+    CHECK(h.poll(e.r.now, got) == 1);
+}
