@@ -28,6 +28,13 @@ struct dma_region {
     }
 };
 
+// Memory only the driver touches (its bookkeeping): never handed to the device, so a device
+// that writes where it should not cannot reach it.
+struct private_region {
+    void* virt;
+    size_t bytes;
+};
+
 constexpr size_t align_up(size_t v, size_t a) { return (v + a - 1) & ~(a - 1); }
 constexpr bool is_power_of_two(uint32_t v) { return v != 0 && (v & (v - 1)) == 0; }
 
