@@ -4,6 +4,7 @@
 #include <vscsi/device.hpp>
 #include <vscsi/initiator.hpp>
 #include <vscsi/pci.hpp>
+#include <vscsi/packed_ring.hpp>
 #include <vscsi/ring.hpp>
 
 namespace {
@@ -30,6 +31,7 @@ struct null_handler {
 }  // namespace
 
 template class vscsi::split_ring<vscsi::hosted_platform>;
+template class vscsi::packed_ring<vscsi::hosted_platform>;
 template class vscsi::legacy_pci<null_bus>;
 template class vscsi::modern_pci<null_bus>;
 template class vscsi::virtio_device<vscsi::modern_pci<null_bus>>;
