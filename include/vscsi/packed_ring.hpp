@@ -83,11 +83,12 @@ constexpr uint16_t off_wrap(uint16_t pos, bool wrap) { return uint16_t(pos | (wr
 // With EVENT_IDX: does making available the `added` descriptors before (pos, wrap) (at most
 // the ring) cross the descriptor the device asked to hear about (`event`, an off_wrap)?
 // Positions are counted from the start of the current lap: one in the lap before is
-// negative.
+// negative. An offset past the ring names no descriptor: notifying is never wrong.
 constexpr bool need_event(uint16_t event, uint16_t pos, bool wrap, uint32_t added, uint32_t size) {
     const int32_t now = pos;
     const int32_t before = now - int32_t(added);
     const int32_t off = event & ~event_wrap;
+    if (uint32_t(off) >= size) return true;
     const int32_t at = ((event & event_wrap) != 0) == wrap ? off : off - int32_t(size);
     return at >= before && at < now;
 }

@@ -528,6 +528,9 @@ TEST_CASE("need_event agrees with a literal reading of the spec", "[packed][even
         }
         REQUIRE(pring::need_event(pring::off_wrap(off, ew), pos, wrap, added, size) == hit);
     }
+    // An offset past the ring names no descriptor: the driver notifies rather than guess.
+    CHECK(pring::need_event(pring::off_wrap(10, false), 4, true, 2, 8));
+    CHECK(pring::need_event(pring::off_wrap(0x7fff, true), 4, true, 2, 8));
 }
 
 TEST_CASE("driver event suppression: DISABLE, ENABLE, DESC following the reaper", "[packed][event_idx]") {
