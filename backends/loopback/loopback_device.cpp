@@ -172,15 +172,11 @@ void device::write(unsigned bar, uint32_t off, unsigned width, uint32_t v) {
 
 void device::start_thread(int cpu) {
     if (running_.exchange(true)) return;
-    thread_ = std::thread([this] {
-        while (running_.load(std::memory_order_relaxed)) step();
-    });
-    if (cpu >= 0) {
-        cpu_set_t set;
-        CPU_ZERO(&set);
-        CPU_SET(cpu, &set);
-        pthread_setaffinity_np(thread_.native_handle(), sizeof(set), &set);  // best effort
-    }
+    // Pinned from here, before it runs: see pinned_thread.hpp.
+    if (!thread_.start(cpu, [this] {
+            while (running_.load(std::memory_order_relaxed)) step();
+        }))
+        running_ = false;
 }
 
 void device::stop_thread() {

@@ -22,9 +22,9 @@
 
 #include <atomic>
 #include <string>
-#include <thread>
 #include <vector>
 
+#include "pinned_thread.hpp"
 #include "vscsi/wire.hpp"
 
 namespace vscsi::loopback {
@@ -305,7 +305,7 @@ private:
     uint32_t last_tmf_subtype_ = ~0u;
     uint64_t last_tmf_tag_ = 0;
     std::vector<std::string> violations_;
-    std::thread thread_;
+    pinned_thread thread_;
     std::atomic<bool> running_{false};
 };
 

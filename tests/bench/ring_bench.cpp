@@ -225,8 +225,10 @@ double two_threads(uint32_t batch, uint64_t total) {
 
 double pingpong(uint64_t rounds) {
     alignas(64) std::atomic<uint64_t> line{0};
-    std::thread peer([&] {
-        pin_self(device_cpu);
+    // Pinned by us before it runs: under chrt -f this thread spins on the CPU the peer would
+    // start on, and a peer that pinned itself would never run to do it.
+    loopback::pinned_thread peer;
+    peer.start(device_cpu, [&] {
         for (uint64_t i = 1; i <= rounds; ++i) {
             while (line.load(std::memory_order_acquire) != 2 * i - 1) {
             }
