@@ -30,6 +30,7 @@
 #include "platform.hpp"
 #include "ring.hpp"
 #include "status.hpp"
+#include "virtqueue.hpp"
 #include "wire.hpp"
 
 namespace vscsi {
@@ -160,6 +161,10 @@ struct event_info {
 //   void on_an(const an_completion&);
 //   void on_event(const event_info&);
 
+// Which virtqueue format the initiator asks for: packed when the device offers it (and the
+// ring type speaks it), or one of them only.
+enum class ring_choice : uint8_t { automatic, split, packed };
+
 struct initiator_config {
     uint32_t max_queue_size = 256;   // rings are planned for this many entries; a modern device is
                                      // asked for min(this, its maximum); a legacy device whose fixed
@@ -174,6 +179,7 @@ struct initiator_config {
     bool accept_t10_pi = false;
     bool accept_inout = true;
     bool accept_access_platform = true;  // the platform's bus addresses are IOVAs (checklist 35)
+    ring_choice ring = ring_choice::automatic;  // packed needs VIRTIO_F_RING_PACKED (virtio 1.x)
     uint64_t default_timeout_ns = 30ull * 1000 * 1000 * 1000;
     uint64_t escalation_step_ns = 5ull * 1000 * 1000 * 1000;  // wait per ladder step
     uint64_t scan_interval_ns = 100ull * 1000 * 1000;         // deadline and NEEDS_RESET checks
@@ -198,7 +204,7 @@ struct initiator_stats {
 };
 
 template <class Platform, class Transport, uint32_t CdbSize = default_cdb_size,
-          uint32_t SenseSize = default_sense_size, uint16_t MaxQueues = 16>
+          uint32_t SenseSize = default_sense_size, uint16_t MaxQueues = 16, class Ring = virtqueue<Platform>>
 class initiator {
     static_assert(CdbSize >= 16 && CdbSize <= 255, "CDB buffer must hold a 16-byte CDB");
     static_assert(SenseSize >= 18 && SenseSize <= 4096, "sense buffer too small");
@@ -252,9 +258,9 @@ public:
         // rings. The private region may hold anything until now, and rings of an earlier
         // start() may still point into regions the caller has since taken back.
         clear_bookkeeping();
-        ctrlq_ = split_ring<Platform>{};
-        eventq_ = split_ring<Platform>{};
-        for (uint16_t q = 0; q < MaxQueues; ++q) req_[q] = split_ring<Platform>{};
+        ctrlq_ = Ring{};
+        eventq_ = Ring{};
+        for (uint16_t q = 0; q < MaxQueues; ++q) req_[q] = Ring{};
         nreq_ = 0;
         status s = bring_up();
         state_ = s == status::ok ? initiator_state::running : initiator_state::failed;
@@ -476,6 +482,7 @@ public:
     const initiator_stats& stats() const { return stats_; }
     virtio_device<Transport>& device() { return dev_; }
     bool legacy() const { return order_.legacy; }
+    bool packed() const { return packed_; }
 
 private:
     enum class slot_state : uint8_t { free, in_flight };
@@ -572,11 +579,27 @@ private:
         return r;
     }
 
+    // A ring is planned for both formats the ring type speaks: the device says which one at
+    // start. The packed form of a plan: virtio 1.x, with room for the in-order FIFO.
+    static constexpr ring_config as_packed(ring_config r) {
+        r.legacy = false;
+        r.in_order = true;
+        return r;
+    }
+    static constexpr size_t larger(size_t a, size_t b) { return a > b ? a : b; }
+    static constexpr size_t ring_dev_bytes(const ring_config& r) {
+        return larger(ring_bytes_for<Ring>(ring_format::split, r), ring_bytes_for<Ring>(ring_format::packed, as_packed(r)));
+    }
+    static constexpr size_t ring_priv_bytes(const ring_config& r) {
+        return larger(ring_private_bytes_for<Ring>(ring_format::split, r),
+                      ring_private_bytes_for<Ring>(ring_format::packed, as_packed(r)));
+    }
+
     static constexpr layout layout_of(const initiator_config& c) {
         layout l{};
         size_t off = 0;
-        l.rings = place_rings(align_up(ring_region_bytes(planned_small_ring(c)), ring_region_align),
-                              align_up(ring_region_bytes(planned_request_ring(c)), ring_region_align),
+        l.rings = place_rings(align_up(ring_dev_bytes(planned_small_ring(c)), ring_region_align),
+                              align_up(ring_dev_bytes(planned_request_ring(c)), ring_region_align),
                               c.max_request_queues, off);
         l.slot_dma = off;
         off += sizeof(slot_dma) * c.slots;
@@ -590,8 +613,8 @@ private:
 
         // Private bookkeeping: never handed to the device. Every part starts on a cache line.
         size_t p = 0;
-        l.shadows = place_rings(align_up(ring_private_bytes(planned_small_ring(c)), private_region_align),
-                                align_up(ring_private_bytes(planned_request_ring(c)), private_region_align),
+        l.shadows = place_rings(align_up(ring_priv_bytes(planned_small_ring(c)), private_region_align),
+                                align_up(ring_priv_bytes(planned_request_ring(c)), private_region_align),
                                 c.max_request_queues, p);
         l.slots = p;
         p = align_up(p + sizeof(slot) * c.slots, private_region_align);
@@ -647,11 +670,20 @@ private:
         if (cfg_.accept_inout) want |= feature::bit(feature::scsi_inout);
         if (cfg_.accept_access_platform) want |= feature::bit(feature::access_platform);
         // checklist 35: the platform's barriers are hardware barriers, so ORDER_PLATFORM is
-        // honoured as it is. RING_PACKED and the notification-data features are not taken:
-        // this driver speaks split rings and plain 16-bit notifications (a documented
-        // deviation from those SHOULDs).
+        // honoured as it is; RING_PACKED is taken when offered (unless the caller asked for
+        // split rings), and with it IN_ORDER (device.hpp takes that only with packed rings).
+        // The notification-data features are not: plain 16-bit notifications (a documented
+        // deviation from that SHOULD).
         want |= feature::bit(feature::order_platform);
+        if (ring_kind<Ring>::packed && cfg_.ring != ring_choice::split)
+            want |= feature::bit(feature::ring_packed) | feature::bit(feature::in_order);
         VSCSI_TRY(dev_.negotiate(want));
+        packed_ = dev_.has(feature::ring_packed);
+        // A format the caller insists on, or the only one this ring type speaks, must be there.
+        if ((cfg_.ring == ring_choice::packed || !ring_kind<Ring>::split) && !packed_) {
+            dev_.fail();
+            return status::not_supported;
+        }
         const status s = configure();
         if (s != status::ok) {
             dev_.fail();
@@ -720,8 +752,7 @@ private:
         next_scan_ = 0;
     }
 
-    status setup_ring(split_ring<Platform>& ring, uint16_t index, ring_config planned, dma_region dev,
-                      private_region priv) {
+    status setup_ring(Ring& ring, uint16_t index, ring_config planned, dma_region dev, private_region priv) {
         Transport& t = dev_.transport();
         const uint32_t max = t.queue_max_size(index);
         if (max == 0) return status::no_device;
@@ -747,8 +778,9 @@ private:
         } else if (rc.indirect_tables > size) {
             rc.indirect_tables = uint16_t(size);
         }
-        VSCSI_TRY(ring.init(rc, dev, priv));
-        return t.setup_queue(index, size, ring.desc_bus(), ring.avail_bus(), ring.used_bus());
+        rc.in_order = packed_ && dev_.has(feature::in_order);
+        VSCSI_TRY(init_ring(ring, packed_ ? ring_format::packed : ring_format::split, rc, dev, priv));
+        return t.setup_queue(index, size, ring.desc_bus(), ring.driver_area_bus(), ring.device_area_bus());
     }
 
     status post_event(uint16_t i) {
@@ -1149,9 +1181,9 @@ private:
     layout lay_{};
     virtio_order order_{};
     scsi_config_values dcfg_{};
-    split_ring<Platform> ctrlq_{};
-    split_ring<Platform> eventq_{};
-    split_ring<Platform> req_[MaxQueues]{};
+    Ring ctrlq_{};
+    Ring eventq_{};
+    Ring req_[MaxQueues]{};
     slot* slots_ = nullptr;
     slot_dma* slot_dma_ = nullptr;
     ctrl_slot* ctrl_ = nullptr;
@@ -1175,6 +1207,7 @@ private:
     uint16_t nreq_ = 0;
     bool kick_pending_[MaxQueues]{};
     bool pi_ = false;
+    bool packed_ = false;  // the rings are packed (VIRTIO_F_RING_PACKED negotiated)
     bool recover_pending_ = false;
     initiator_state state_ = initiator_state::stopped;
 };

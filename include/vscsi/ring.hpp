@@ -129,6 +129,9 @@ public:
     uint64_t desc_bus() const { return mem_.bus + lay_.desc; }
     uint64_t avail_bus() const { return mem_.bus + lay_.avail; }
     uint64_t used_bus() const { return mem_.bus + lay_.used; }
+    // The spec's names for the parts, as both ring formats have them.
+    uint64_t driver_area_bus() const { return avail_bus(); }
+    uint64_t device_area_bus() const { return used_bus(); }
     uint32_t size() const { return cfg_.size; }
     uint32_t free_descriptors() const { return num_free_; }
     uint32_t in_flight() const { return in_flight_; }
