@@ -126,7 +126,7 @@ constexpr layout layout_of(const ring_config& c) {
     off += sizeof(uint16_t) * (c.indirect ? c.indirect_tables : 0);
     l.order = off;
     off += sizeof(uint16_t) * (c.in_order ? c.size : 0);
-    l.priv_total = align_up(off, 16);
+    l.priv_total = align_up(off, private_region_align);
     return l;
 }
 }  // namespace packed_detail
@@ -143,16 +143,14 @@ constexpr size_t packed_ring_private_bytes(const ring_config& cfg) {
 template <class Platform>
 class packed_ring {
 public:
-    // `dev` is handed to the device (16-byte aligned); `priv` never is (8-byte aligned, and
-    // apart from all of `dev`).
+    // `dev` is handed to the device (16-byte aligned); `priv` never is (see
+    // check_private_region: on a cache line, apart from all of `dev`).
     status init(const ring_config& cfg, dma_region dev, private_region priv) {
         if (!packed_detail::config_valid(cfg)) return status::invalid_argument;
         const packed_detail::layout l = packed_detail::layout_of(cfg);
-        if (!dev.virt || dev.bytes < l.dev_total || !priv.virt || priv.bytes < l.priv_total) return status::too_small;
+        if (!dev.virt || dev.bytes < l.dev_total) return status::too_small;
         if ((reinterpret_cast<uintptr_t>(dev.virt) & 15) || (dev.bus & 15)) return status::invalid_argument;
-        if (reinterpret_cast<uintptr_t>(priv.virt) & 7) return status::invalid_argument;
-        // Nothing the device is handed may cover the bookkeeping.
-        if (ring_detail::overlaps(dev.virt, dev.bytes, priv.virt, l.priv_total)) return status::invalid_argument;
+        VSCSI_TRY(check_private_region(priv, l.priv_total, dev));
         cfg_ = cfg;
         mem_ = dev;
         priv_ = priv;
@@ -182,72 +180,85 @@ public:
     // it after publish().
     status add(const sg_entry* out, uint32_t n_out, const sg_entry* in, uint32_t n_in, uint32_t token) {
         if (broken_) return status::device_broken;
-        const uint64_t n64 = uint64_t(n_out) + n_in;
-        if (n64 == 0 || n64 > cfg_.size) return status::invalid_argument;  // checklist 42
+        // Each count alone first, so their sum cannot wrap.
+        const uint32_t size = cfg_.size;
+        if (n_out > size || n_in > size) return status::invalid_argument;
+        const uint32_t n = n_out + n_in;
+        if (n == 0 || n > size) return status::invalid_argument;  // checklist 42
         if ((n_out && !out) || (n_in && !in)) return status::invalid_argument;
-        const uint32_t n = uint32_t(n64);
         const bool indirect = use_indirect(n);
-        // All segments are checked before anything is written: a descriptor past the head
-        // carries its final flags at once, and one left behind by a refused chain would look
-        // available to a device that reaches it.
-        uint64_t readable, writable;
-        if (!ring_detail::segment_totals(out, n_out, in, n_in, readable, writable)) return status::invalid_argument;
-        if (num_free_ < (indirect ? 1 : n)) return status::busy;
+        const uint32_t ndesc = indirect ? 1 : n;
+        if (num_free_ < ndesc)
+            return ring_detail::segments_valid(out, n_out, in, n_in) ? status::busy : status::invalid_argument;
         // Every buffer in flight takes at least one descriptor, so with one free there is a
         // free id too.
         const uint16_t id = free_ids_[ids_free_ - 1];
         pring::desc* const ring = descs();
+        const uint16_t head = next_avail_;
+        uint64_t readable = 0, writable = 0;
+        bool empty = false;
         uint16_t head_flags;
         if (indirect) {
+            // In a table only WRITE is meaningful: its entries follow one another. The table's
+            // descriptor carries the id; never with NEXT (checklist 43).
             pring::desc* const table = indirect_table(tables_[tables_free_ - 1]);
             for (uint32_t i = 0; i < n; ++i) {
-                const bool is_out = i < n_out;
-                const sg_entry& sg = is_out ? out[i] : in[i - n_out];
-                // In a table only WRITE is meaningful: its entries follow one another.
-                put(table[i], sg.addr, sg.len, 0);
-                table[i].flags.set(is_out ? 0 : pring::desc_f_write);
+                const bool w = i >= n_out;
+                const sg_entry& sg = w ? in[i - n_out] : out[i];
+                empty |= sg.len == 0;
+                (w ? writable : readable) += sg.len;
+                fill(table[i], sg, 0, w ? pring::desc_f_write : 0);
             }
-            // The table's descriptor carries the id; never with NEXT (checklist 43).
-            put(ring[next_avail_], mem_.bus_of(table), uint32_t(n * sizeof(pring::desc)), id);
-            head_flags = uint16_t(pring::desc_f_indirect | pring::avail_bits(avail_wrap_));
+            if (empty || readable + writable > (uint64_t(1) << 32) || writable > 0xffffffffu)
+                return status::invalid_argument;
+            fill_head(ring[head], mem_.bus_of(table), uint32_t(n * sizeof(pring::desc)), id);
+            head_flags = uint16_t(pring::desc_f_indirect | avail_bits_);
         } else {
-            uint32_t pos = next_avail_;
-            bool wrap = avail_wrap_;
+            // Every descriptor carries the id (the spec needs it in the last) and, but for the
+            // head, its final flags: the device reads none of them before the head's. Locals
+            // throughout: a store to the ring could otherwise be taken to change the members.
+            uint32_t pos = head;
+            uint16_t bits = avail_bits_;
             head_flags = 0;
             for (uint32_t i = 0; i < n; ++i) {
-                const bool is_out = i < n_out;
-                const sg_entry& sg = is_out ? out[i] : in[i - n_out];
-                const uint16_t flags = uint16_t((is_out ? 0 : pring::desc_f_write) |
-                                                (i + 1 < n ? pring::desc_f_next : 0) | pring::avail_bits(wrap));
-                // Every descriptor carries the id (the spec needs it in the last); the head's
-                // flags wait until the chain is whole. The others are the device's to see
-                // only once the head is.
-                put(ring[pos], sg.addr, sg.len, id);
-                if (i == 0)
+                const bool w = i >= n_out;
+                const sg_entry& sg = w ? in[i - n_out] : out[i];
+                empty |= sg.len == 0;
+                (w ? writable : readable) += sg.len;
+                const uint16_t flags =
+                    uint16_t((w ? pring::desc_f_write : 0) | (i + 1 < n ? pring::desc_f_next : 0) | bits);
+                if (i == 0) {
+                    fill_head(ring[pos], sg.addr, sg.len, id);
                     head_flags = flags;
-                else
-                    ring[pos].flags.set(flags);
-                if (++pos == cfg_.size) {
+                } else {
+                    fill(ring[pos], sg, id, flags);
+                }
+                if (++pos == size) {
                     pos = 0;
-                    wrap = !wrap;
+                    bits ^= pring::desc_f_avail | pring::desc_f_used;
                 }
             }
+            if (empty || readable + writable > (uint64_t(1) << 32) || writable > 0xffffffffu) {
+                // A descriptor past the head left marked available would look made available
+                // to a device that reaches it: flags 0 are available in no lap.
+                for (uint32_t i = 1, p = head; i < n; ++i) {
+                    if (++p == size) p = 0;
+                    ring[p].flags.set(0);
+                }
+                return status::invalid_argument;
+            }
         }
-
-        const uint16_t ndesc = indirect ? 1 : uint16_t(n);
         ring_detail::head_state& h = heads_[id];
-        h.token = token;
-        h.writable = uint32_t(writable);
-        h.readable = readable > 0xffffffffu ? 0xffffffffu : uint32_t(readable);
-        h.ndesc = ndesc;
-        h.table = indirect ? tables_[--tables_free_] : ring_detail::no_table;
         h.added_in = epoch_;  // in flight, not yet published
+        h.token = token;
+        h.writable = uint32_t(writable);  // at most the total: checked above
+        h.readable = readable > 0xffffffffu ? 0xffffffffu : uint32_t(readable);
+        h.ndesc = uint16_t(ndesc);
+        h.table = indirect ? tables_[--tables_free_] : ring_detail::no_table;
         --ids_free_;
         if (cfg_.in_order) order_[fifo_slot(in_flight_)] = id;
         ++in_flight_;
         num_free_ -= ndesc;
-
-        const uint16_t head = next_avail_;
         if (!pending_) {
             // The first chain since the last publish(): its head stays unavailable until then.
             pending_ = true;
@@ -257,7 +268,7 @@ public:
             Platform::wmb();  // [A]
             store16(&ring[head].flags.raw, to_le(head_flags));
         }
-        advance(next_avail_, avail_wrap_, ndesc);
+        advance_avail(ndesc);
         return status::ok;
     }
 
@@ -288,10 +299,11 @@ public:
     }
 
     result<used_completion> pop() {
-        if (broken_) return {status::device_broken, {}};
         if (batch_left_) return next_of_batch();
+        if (broken_) return {status::device_broken, {}};
         const pring::desc& d = descs()[next_used_];
-        if (!pring::is_used(from_le(load16(&d.flags.raw)), used_wrap_)) return {status::empty, {}};
+        if ((from_le(load16(&d.flags.raw)) & (pring::desc_f_avail | pring::desc_f_used)) != used_bits_)
+            return {status::empty, {}};
         // Nothing in flight, yet a used descriptor where the next one would go: a lie.
         if (in_flight_ == 0) return fail();
         Platform::rmb();  // [C]
@@ -306,7 +318,7 @@ public:
         if (!ring_detail::accept_used_len(h, len, false)) return fail();
         if (cfg_.in_order) return start_batch(uint16_t(id), len);
         const uint32_t token = h.token;
-        advance(next_used_, used_wrap_, h.ndesc);
+        advance_used(h.ndesc);
         release(uint16_t(id));
         reaped();
         return {status::ok, used_completion{token, len}};
@@ -333,7 +345,8 @@ public:
     // Has the device returned anything not yet popped? A peek for hybrid pollers; it consumes
     // nothing and orders nothing (pop() does).
     bool has_used() const {
-        return batch_left_ || pring::is_used(from_le(load16(&descs()[next_used_].flags.raw)), used_wrap_);
+        return batch_left_ ||
+               (from_le(load16(&descs()[next_used_].flags.raw)) & (pring::desc_f_avail | pring::desc_f_used)) == used_bits_;
     }
 
     template <class F>
@@ -368,8 +381,12 @@ private:
     static uint32_t load32(const uint32_t* p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
     static void store16(uint16_t* p, uint16_t v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }
 
-    // Everything of a descriptor but its flags.
-    static void put(pring::desc& d, uint64_t addr, uint32_t len, uint16_t id) {
+    // A whole descriptor; its head but for the flags, which make it available.
+    static void fill(pring::desc& d, const sg_entry& sg, uint16_t id, uint16_t flags) {
+        fill_head(d, sg.addr, sg.len, id);
+        d.flags.set(flags);
+    }
+    static void fill_head(pring::desc& d, uint64_t addr, uint32_t len, uint16_t id) {
         d.addr.set(addr);
         d.len.set(len);
         d.id.set(id);
@@ -377,14 +394,25 @@ private:
 
     bool use_indirect(uint32_t n) const { return ring_detail::use_indirect(cfg_, n, num_free_, tables_free_); }
 
-    // A position in the ring moves on by n descriptors, flipping its wrap counter at the end.
-    void advance(uint16_t& pos, bool& wrap, uint32_t n) const {
-        uint32_t p = uint32_t(pos) + n;
+    // The avail and used positions move on by n descriptors; at the end of the ring the lap's
+    // wrap counter flips, and with it the AVAIL/USED bits that mark a descriptor in it.
+    void advance_avail(uint32_t n) {
+        uint32_t p = uint32_t(next_avail_) + n;
         if (p >= cfg_.size) {
             p -= cfg_.size;
-            wrap = !wrap;
+            avail_wrap_ = !avail_wrap_;
+            avail_bits_ = pring::avail_bits(avail_wrap_);
         }
-        pos = uint16_t(p);
+        next_avail_ = uint16_t(p);
+    }
+    void advance_used(uint32_t n) {
+        uint32_t p = uint32_t(next_used_) + n;
+        if (p >= cfg_.size) {
+            p -= cfg_.size;
+            used_wrap_ = !used_wrap_;
+            used_bits_ = pring::used_bits(used_wrap_);
+        }
+        next_used_ = uint16_t(p);
     }
 
     uint32_t fifo_slot(uint32_t k) const {
@@ -414,7 +442,7 @@ private:
             ndesc += heads_[at].ndesc;
             if (at == id) break;
         }
-        advance(next_used_, used_wrap_, ndesc);
+        advance_used(ndesc);
         batch_left_ = k + 1;
         batch_len_ = len;
         return next_of_batch();
@@ -472,6 +500,8 @@ private:
         avail_wrap_ = true;  // both wrap counters start at 1
         used_wrap_ = true;
         published_wrap_ = true;
+        avail_bits_ = pring::avail_bits(true);
+        used_bits_ = pring::used_bits(true);
         order_head_ = 0;
         batch_left_ = 0;
         batch_len_ = 0;
@@ -506,6 +536,8 @@ private:
     uint16_t pending_flags_ = 0;
     uint16_t order_head_ = 0;
     uint16_t driver_flags_ = 0;  // what the driver's event structure's flags hold
+    uint16_t avail_bits_ = 0;    // AVAIL/USED marking a descriptor available in this lap
+    uint16_t used_bits_ = 0;     // ... and used in the lap the reaper is in
     bool avail_wrap_ = true;
     bool used_wrap_ = true;
     bool published_wrap_ = true;

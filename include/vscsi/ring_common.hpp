@@ -98,11 +98,6 @@ constexpr bool accept_used_len(const head_state& h, uint32_t& len, bool lenient)
     return true;
 }
 
-// Do two byte ranges of the address space overlap? Two regions of a ring must not.
-inline bool overlaps(const void* a, size_t a_bytes, const void* b, size_t b_bytes) {
-    const uintptr_t x = reinterpret_cast<uintptr_t>(a), y = reinterpret_cast<uintptr_t>(b);
-    return a_bytes && b_bytes && x < y + b_bytes && y < x + a_bytes;
-}
 }  // namespace ring_detail
 
 }  // namespace vscsi

@@ -15,7 +15,8 @@
 //     until reclaim_all(), which returns every token in flight once;
 //   - interrupt enable/disable write the driver's event structure as the spec says, and
 //     enable reports completions already there.
-// The private region lies outside everything the device can reach (ASan checks every access).
+// The private region lies outside everything the device can reach (ASan checks every access),
+// and no device move changes a byte of it.
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,8 +54,7 @@ struct expected {
 struct harness {
     vscsi::ring_config cfg;
     dma_space mem;
-    void* priv = nullptr;
-    size_t priv_bytes = 0;
+    private_books books;
     ring_t ring;
     std::unique_ptr<packed_peer> peer;
     std::map<uint16_t, uint32_t> id_token;  // published lists: the id the device sees, the token
@@ -65,19 +65,14 @@ struct harness {
 
     explicit harness(const vscsi::ring_config& c) : cfg(c) {
         const size_t bytes = vscsi::packed_ring_region_bytes(cfg);
-        priv_bytes = vscsi::packed_ring_private_bytes(cfg);
-        FUZZ_CHECK(bytes && priv_bytes, "valid config rejected");
+        FUZZ_CHECK(bytes, "valid config rejected");
         uint8_t* p = mem.add(ring_bus, bytes, 4096, 0xcc);
         mem.add(data_bus, size_t(cfg.size) * token_stride, 16, 0x5a);
-        // Private: an allocation of its own, never registered with the device.
-        FUZZ_CHECK(posix_memalign(&priv, 16, priv_bytes) == 0, "private memory");
-        memset(priv, 0x3c, priv_bytes);
-        FUZZ_CHECK(ring.init(cfg, vscsi::dma_region{p, ring_bus, bytes}, vscsi::private_region{priv, priv_bytes}) ==
-                       vscsi::status::ok,
+        books.allocate(vscsi::packed_ring_private_bytes(cfg), 0x3c);
+        FUZZ_CHECK(ring.init(cfg, vscsi::dma_region{p, ring_bus, bytes}, books.region()) == vscsi::status::ok,
                    "init failed");
         fresh_peer();
     }
-    ~harness() { free(priv); }
 
     void fresh_peer() {
         packed_setup s;
@@ -280,6 +275,11 @@ struct harness {
                 case n_ops: break;
             }
             if (tracing) trace(o);
+            // A device move leaves the ring's books as its last call left them.
+            if (o == give_back || o == raw_entry || o == skip || o == suppress)
+                FUZZ_CHECK(books.as_left(), "a device move changed %zu bytes of the ring's books", books.changed());
+            else
+                books.snapshot();
             check_counts();
         }
         do_reclaim();

@@ -14,20 +14,6 @@
 
 namespace ringtest {
 
-// Memory the device never sees, filled with garbage the ring must initialise.
-struct private_memory {
-    uint8_t* virt;
-    size_t bytes;
-    explicit private_memory(size_t n) : bytes(n ? n : 1) {
-        virt = static_cast<uint8_t*>(aligned_alloc(64, (bytes + 63) & ~size_t(63)));
-        memset(virt, 0x5c, bytes);
-    }
-    ~private_memory() { free(virt); }
-    private_memory(const private_memory&) = delete;
-    private_memory& operator=(const private_memory&) = delete;
-    vscsi::private_region region() const { return vscsi::private_region{virt, bytes}; }
-};
-
 struct packed_chain {
     uint16_t id;
     uint16_t ndesc;      // ring descriptors it took

@@ -16,7 +16,7 @@ extern "C" size_t uapi_packed(int which);
 using namespace vscsi;
 using ring_t = packed_ring<hosted_platform>;
 using ringtest::memory;
-using ringtest::private_memory;
+using ringtest::shadow;
 using device_t = ringtest::packed_device<ring_t>;
 
 namespace {
@@ -36,7 +36,7 @@ ring_config cfg(uint32_t size, bool event_idx = false, bool indirect = false, ui
 struct env {
     ring_config c;
     memory m;
-    private_memory p;
+    shadow p;
     ring_t r;
     device_t d;
     explicit env(const ring_config& cf, size_t extra = 0)
@@ -401,7 +401,7 @@ TEST_CASE("a full ring says busy; completions make room", "[packed]") {
 
 TEST_CASE("packed argument checks", "[packed]") {
     memory m(1 << 20);
-    private_memory p(1 << 16);
+    shadow p(1 << 16);
     ring_t r;
     CHECK(packed_ring_region_bytes(cfg(0)) == 0);
     CHECK(packed_ring_region_bytes(cfg(32769)) == 0);
@@ -416,9 +416,9 @@ TEST_CASE("packed argument checks", "[packed]") {
     CHECK(r.init(cfg(256), small, p.region()) == status::too_small);
     CHECK(r.init(cfg(256), m.region(), private_region{p.virt, packed_ring_private_bytes(cfg(256)) - 1}) ==
           status::too_small);
-    CHECK(r.init(cfg(8), m.region(), private_region{nullptr, 4096}) == status::too_small);
+    CHECK(r.init(cfg(8), m.region(), private_region{nullptr, 4096}) == status::invalid_argument);
     CHECK(r.init(cfg(8), dma_region{m.virt + 8, m.bus + 8, m.bytes - 8}, p.region()) == status::invalid_argument);
-    CHECK(r.init(cfg(8), m.region(), private_region{p.virt + 4, p.bytes - 4}) == status::invalid_argument);
+    CHECK(r.init(cfg(8), m.region(), private_region{p.virt + 8, p.bytes - 64}) == status::invalid_argument);
     // The private region must lie apart from what the device sees.
     CHECK(r.init(cfg(8), m.region(), private_region{m.virt + 4096, 4096}) == status::invalid_argument);
     CHECK(r.init(cfg(8), dma_region{m.virt, m.bus, 8192}, private_region{m.virt + 8192, 4096}) == status::ok);

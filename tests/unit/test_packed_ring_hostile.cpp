@@ -11,13 +11,13 @@
 using namespace vscsi;
 using ring_t = packed_ring<hosted_platform>;
 using ringtest::memory;
-using ringtest::private_memory;
+using ringtest::shadow;
 
 namespace {
 struct env {
     ring_config c;
     memory m;
-    private_memory p;
+    shadow p;
     ring_t r;
     ringtest::packed_device<ring_t> d;
     explicit env(uint32_t size = 8, bool in_order = false)
