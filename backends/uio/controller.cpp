@@ -15,6 +15,7 @@ initiator_config controller_config(const open_options& o) {
     c.max_segments = 64;
     c.event_buffers = 16;
     c.ctrl_slots = 8;
+    c.ring = o.ring;
     return c;
 }
 
@@ -90,6 +91,10 @@ bool controller::open(const open_options& o, std::string& err) {
             }
             break;
     }
+    if (legacy && o.ring == ring_choice::packed) {
+        err = fn_.bdf + ": packed rings are a virtio 1.x feature; the legacy interface has none (--ring packed)";
+        return false;
+    }
     transport_->use(legacy);
 
     const initiator_config cfg = controller_config(o);
@@ -122,9 +127,12 @@ bool controller::open(const open_options& o, std::string& err) {
     ini_ = std::make_unique<initiator_t>(*transport_);
     const status s = ini_->start(cfg, dma_region{head.virt, head.bus, region}, private_region{books_.get(), books});
     if (s != status::ok) {
+        const bool no_packed = s == status::not_supported && o.ring == ring_choice::packed &&
+                               !(ini_->device().features() & feature::bit(feature::ring_packed));
         err = fn_.bdf + ": device start failed: " + to_string(s) +
-              (s == status::not_supported ? " (a queue larger than 1024 entries, or sense/CDB sizes it will not take)"
-                                          : "");
+              (no_packed ? " (it offers no packed rings: --ring packed; QEMU needs packed=on)"
+               : s == status::not_supported ? " (a queue larger than 1024 entries, or sense/CDB sizes it will not take)"
+                                            : "");
         return false;
     }
     irq_mode_ = o.irq;

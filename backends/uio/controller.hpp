@@ -34,6 +34,7 @@ enum class transport_choice : uint8_t { automatic, legacy, modern };
 struct open_options {
     std::string device;                 // PCI address; empty: the only virtio-scsi function
     transport_choice transport = transport_choice::automatic;
+    ring_choice ring = ring_choice::automatic;  // packed rings need the modern interface
     bool irq = false;                   // sleep on /dev/uioN instead of polling
     uint64_t spin_ns = 0;               // with irq: poll this long before sleeping (hybrid)
     uint16_t queues = 1;                // request queues to use (at most what the device has)

@@ -247,9 +247,11 @@ int run_bench(controller& c, const bench_params& p, const volatile bool& stop) {
                    to_string(p.mode), p.bs, p.iodepth, p.runtime_s);
         fmt::print("      \"jobname\": \"vscsi-uio\", \"groupid\": 0, \"error\": {},\n", L.errors ? 1 : 0);
         fmt::print("      \"job options\": {{\"rw\": \"{}\", \"bs\": \"{}\", \"iodepth\": \"{}\", \"runtime\": \"{}\", "
-                   "\"queues\": \"{}\", \"completion\": \"{}\", \"interface\": \"{}\", \"filename\": \"{}:{}:{}\"}},\n",
+                   "\"queues\": \"{}\", \"completion\": \"{}\", \"interface\": \"{}\", \"ring\": \"{}\", "
+                   "\"filename\": \"{}:{}:{}\"}},\n",
                    to_string(p.mode), p.bs, p.iodepth, p.runtime_s, L.queues, c.wait_mode(),
-                   c.ini().legacy() ? "legacy" : "modern", c.function().bdf, p.lun.target, p.lun.lun);
+                   c.ini().legacy() ? "legacy" : "modern", c.ini().packed() ? "packed" : "split", c.function().bdf,
+                   p.lun.target, p.lun.lun);
         print_direction_json("read", L.lat[0], p.bs, secs);
         fmt::print(",\n");
         print_direction_json("write", L.lat[1], p.bs, secs);
@@ -258,9 +260,9 @@ int run_bench(controller& c, const bench_params& p, const volatile bool& stop) {
                    L.errors);
         fmt::print("    }}\n  ],\n  \"disk_util\": []\n}}\n");
     } else {
-        fmt::print("bench {} {}:{}  {} bs={} iodepth={} queues={} {:.1f} s, {} completion, {} interface\n",
+        fmt::print("bench {} {}:{}  {} bs={} iodepth={} queues={} {:.1f} s, {} completion, {} interface, {} rings\n",
                    c.function().bdf, p.lun.target, p.lun.lun, to_string(p.mode), p.bs, p.iodepth, L.queues, secs,
-                   c.wait_mode(), c.ini().legacy() ? "legacy" : "modern");
+                   c.wait_mode(), c.ini().legacy() ? "legacy" : "modern", c.ini().packed() ? "packed" : "split");
         if (has_read) print_direction_text("read", L.lat[0], p.bs, secs);
         if (has_write) print_direction_text("write", L.lat[1], p.bs, secs);
         fmt::print("  cpu  : {:.2f} s user, {:.2f} s system, {:.1f} us per I/O\n", usr, sys,

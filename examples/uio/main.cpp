@@ -12,7 +12,9 @@
 //   vscsi-uio reset -d PCI -t T -l L --type abort|lun|target|device
 //
 // Every device command also takes --irq (sleep on /dev/uioN instead of polling), --hybrid
-// (poll briefly, then sleep on the interrupt) and --legacy / --modern (force a virtio-pci interface). Errors are one line on stderr and a
+// (poll briefly, then sleep on the interrupt), --legacy / --modern (force a virtio-pci
+// interface) and --ring split|packed (force a virtqueue format; by default packed when the
+// device offers it). Errors are one line on stderr and a
 // non-zero exit: 2 for a bad command line, 1 for everything else.
 #include <signal.h>
 
@@ -45,7 +47,7 @@ const char* const usage_text =
     "  events -d PCI [--timeout S]\n"
     "  reset -d PCI -t T -l L --type abort|lun|target|device\n"
     "device commands also take --irq (interrupts instead of polling), --hybrid (poll briefly,\n"
-    "then sleep on the interrupt) and --legacy | --modern;\n"
+    "then sleep on the interrupt), --legacy | --modern and --ring split|packed (packed when offered);\n"
     "-d may be left out when there is one virtio-scsi function, -t/-l default to the first LUN.\n";
 
 struct command_entry {
@@ -71,12 +73,12 @@ int main(int argc, char** argv) {
         a.insert(b.begin(), b.end());
         return a;
     };
-    const std::set<std::string> lun_values = {"-d", "-t", "-l"};
+    const std::set<std::string> lun_values = {"-d", "-t", "-l", "--ring"};
     const command_entry commands[] = {
         {"list", cmd_list, {{}, {}, 0}},
         {"bind", cmd_bind, {{"-d"}, {"--force"}, 1}},
         {"unbind", cmd_unbind, {{"-d"}, {}, 1}},
-        {"scan", cmd_scan, {{"-d"}, dev_flags, 0}},
+        {"scan", cmd_scan, {{"-d", "--ring"}, dev_flags, 0}},
         {"inquiry", cmd_inquiry, {lun_values, dev_flags, 0}},
         {"capacity", cmd_capacity, {lun_values, dev_flags, 0}},
         {"read", cmd_read, {with(lun_values, {"--lba", "--count", "-o"}), dev_flags, 0}},
@@ -84,7 +86,7 @@ int main(int argc, char** argv) {
         {"verify", cmd_verify, {with(lun_values, {"--size", "--seed"}), dev_flags, 0}},
         {"bench", cmd_bench,
          {with(lun_values, {"--rw", "--bs", "--iodepth", "--runtime", "--queues"}), with(dev_flags, {"--json"}), 0}},
-        {"events", cmd_events, {{"-d", "--timeout"}, dev_flags, 0}},
+        {"events", cmd_events, {{"-d", "--timeout", "--ring"}, dev_flags, 0}},
         {"reset", cmd_reset, {with(lun_values, {"--type"}), dev_flags, 0}},
     };
     for (const command_entry& e : commands) {
@@ -92,7 +94,7 @@ int main(int argc, char** argv) {
         options o;
         o.command = cmd;
         std::string err;
-        if (!parse_options(argc, argv, 2, e.spec, o, err) || !parse_lun_args(o, err)) return fail(err, exit_usage);
+        if (!parse_options(argc, argv, 2, e.spec, o, err) || !parse_device_args(o, err)) return fail(err, exit_usage);
         struct sigaction sa {};
         sa.sa_handler = on_signal;
         sigaction(SIGINT, &sa, nullptr);

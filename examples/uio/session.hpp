@@ -27,13 +27,14 @@ struct device_session {
     uint16_t lun = 0;
 };
 
-// Open the device the options name (-d, --irq, --legacy/--modern). `data_bytes` is the DMA
+// Open the device the options name (-d, --irq, --legacy/--modern, --ring). `data_bytes` is the DMA
 // memory the command needs for data buffers.
 bool open_device(const options& o, device_session& s, std::string& err, size_t data_bytes = size_t(8) << 20,
                  uint16_t queues = 1, uint16_t slots = 128);
 
-// -t/-l as numbers, checked before any device is touched (a usage error).
-bool parse_lun_args(const options& o, std::string& err);
+// -t/-l as numbers and --ring split|packed, checked before any device is touched (a usage
+// error).
+bool parse_device_args(const options& o, std::string& err);
 
 // -t/-l, or the first LUN there is when neither is given (the other defaults to 0).
 bool pick_lun(const options& o, device_session& s, std::string& err);
