@@ -484,7 +484,11 @@ constexpr uint16_t event_enable = 0, event_disable = 1, event_desc = 2;
 constexpr uint16_t no_record = 0xffff;
 
 bool device::walk_chain(uint16_t qi, chain& c) {
-    return queues_[qi].packed ? walk_saved(qi, c) : walk_split(queues_[qi], c);
+    return queues_[qi].packed ? walk_packed(qi, c) : walk_split(queues_[qi], c);
+}
+
+bool device::packed_available(uint16_t flags, bool wrap) {
+    return bool(flags & f_avail) == wrap && bool(flags & f_used) != wrap;
 }
 
 // One buffer of the current chain: device-readable ones first (checklist 41), inside DMA
@@ -512,7 +516,7 @@ bool device::take_buffer(uint64_t addr, uint32_t len, bool writable, bool& seen_
 }
 
 bool device::walk_split(queue& q, chain& c) {
-    c = chain{c.head, 0, no_record, 0, 0, 0, 0};
+    c = chain{c.head, 0, no_record, 0, 0, 0, 0, 0, false};
     iov_read_ = iov_write_ = 0;
     uint32_t n = 0;
     uint64_t table = q.desc;
@@ -563,17 +567,39 @@ bool device::walk_split(queue& q, chain& c) {
     return true;
 }
 
-// A packed list, from the device's own copy of its ring descriptors.
-bool device::walk_saved(uint16_t qi, chain& c) {
+// A packed list: from the ring (its descriptors, each checked available for the lap it lies
+// in, until one without NEXT), or from the device's copy of them once it holds the list.
+bool device::walk_packed(uint16_t qi, chain& c) {
+    const queue& q = queues_[qi];
     const std::vector<saved_desc>& pool = pools_[qi];
-    c = chain{c.head, c.ndesc, c.saved, 0, 0, 0, 0};
+    const bool saved = c.saved != no_record;
+    chain w{c.head, saved ? c.ndesc : uint16_t(0), c.saved, 0, 0, 0, 0, c.pos, c.wrap};
     iov_read_ = iov_write_ = 0;
     bool seen_write = false;
-    uint16_t r = c.saved;
-    for (uint32_t k = 0; k < c.ndesc; ++k, r = pool[r].link) {
-        const saved_desc& d = pool[r];
+    uint16_t pos = c.pos, r = c.saved;
+    bool wrap = c.wrap;
+    for (uint32_t k = 0;; ++k) {
+        saved_desc d;
+        if (saved) {
+            if (k == c.ndesc) break;
+            d = pool[r];
+            r = d.link;
+        } else {
+            if (k == q.size) return violation("a list longer than the ring (checklist 42)"), set_needs_reset(), false;
+            const uint8_t* p = q.desc_p + 16ull * pos;
+            d = saved_desc{ld64(p), ld32(p + 8), ld16(p + 14), 0};
+            if (!packed_available(d.flags, wrap))
+                return violation("a list runs into a descriptor not made available"), set_needs_reset(), false;
+            w.head = ld16(p + 12);  // the last descriptor's counts
+            ++w.ndesc;
+            if (++pos == q.size) {
+                pos = 0;
+                wrap = !wrap;
+            }
+        }
         if (d.flags & f_indirect) {
-            if (c.ndesc != 1) return violation("INDIRECT in a list of several descriptors"), set_needs_reset(), false;
+            if (k != 0 || (d.flags & f_next))
+                return violation("INDIRECT with NEXT or in a list (checklist 43)"), set_needs_reset(), false;
             if (!(driver_features_ & feature::bit(feature::ring_indirect_desc)))
                 return violation("indirect descriptor without the feature (checklist 43)"), set_needs_reset(), false;
             if (d.len == 0 || d.len % 16) return violation("indirect table of bad length"), set_needs_reset(), false;
@@ -584,14 +610,37 @@ bool device::walk_saved(uint16_t qi, chain& c) {
                 const uint8_t* e = tbl + 16ull * i;
                 const uint16_t ef = ld16(e + 14);
                 if (ef & ~f_write) return violation("flags other than WRITE in an indirect table"), set_needs_reset(), false;
-                if (!take_buffer(ld64(e), ld32(e + 8), ef & f_write, seen_write, c)) return false;
+                if (!take_buffer(ld64(e), ld32(e + 8), ef & f_write, seen_write, w)) return false;
             }
+            if (saved) continue;
             break;
         }
-        if (!take_buffer(d.addr, d.len, d.flags & f_write, seen_write, c)) return false;
+        if (!take_buffer(d.addr, d.len, d.flags & f_write, seen_write, w)) return false;
+        if (!saved && !(d.flags & f_next)) break;
     }
-    c.n_read = iov_read_;
-    c.n_write = iov_write_;
+    w.n_read = iov_read_;
+    w.n_write = iov_write_;
+    c = w;
+    return true;
+}
+
+// The device keeps a copy of a packed list it holds on to: used descriptors it writes for
+// later lists overwrite the ring under it.
+bool device::save_packed(uint16_t qi, chain& c) {
+    const queue& q = queues_[qi];
+    if (!q.packed || c.saved != no_record) return true;
+    std::vector<saved_desc>& pool = pools_[qi];
+    uint16_t pos = c.pos, last = no_record;
+    for (uint32_t k = 0; k < c.ndesc; ++k) {
+        const uint16_t r = pool_free_[qi];
+        if (r == no_record) return violation("more descriptors outstanding than the ring holds"), set_needs_reset(), false;
+        pool_free_[qi] = pool[r].link;
+        const uint8_t* p = q.desc_p + 16ull * pos;
+        pool[r] = saved_desc{ld64(p), ld32(p + 8), ld16(p + 14), no_record};
+        (last == no_record ? c.saved : pool[last].link) = r;
+        last = r;
+        if (++pos == q.size) pos = 0;
+    }
     return true;
 }
 
@@ -599,7 +648,7 @@ void device::free_saved(uint16_t qi, const chain& c) {
     if (!queues_[qi].packed) return;
     std::vector<saved_desc>& pool = pools_[qi];
     uint16_t r = c.saved;
-    for (uint32_t k = 0; k < c.ndesc; ++k) {
+    for (uint32_t k = 0; r != no_record && k < c.ndesc; ++k) {
         const uint16_t next = pool[r].link;
         pool[r].link = pool_free_[qi];
         pool_free_[qi] = r;
@@ -685,58 +734,32 @@ bool device::pop_chain(uint16_t qi, chain& c) {
     return walk_split(q, c);
 }
 
-// The next list of a packed ring, if its first descriptor is available for this lap: copied
-// descriptor by descriptor (its positions will be overwritten by used descriptors before the
-// device is done with it), then walked from the copy.
+// The next list of a packed ring, if its first descriptor is available for this lap, walked
+// where it lies.
 bool device::pop_packed(uint16_t qi, chain& c) {
     queue& q = queues_[qi];
-    set_device_event(q);
-    auto available = [](uint16_t f, bool wrap) { return bool(f & f_avail) == wrap && bool(f & f_used) != wrap; };
-    if (!available(ld16_shared(q.desc_p + 16ull * q.last_avail + 14), q.avail_wrap)) return false;
+    if (!packed_available(ld16_shared(q.desc_p + 16ull * q.last_avail + 14), q.avail_wrap)) return false;
     std::atomic_thread_fence(std::memory_order_acquire);
-    std::vector<saved_desc>& pool = pools_[qi];
-    uint16_t pos = q.last_avail;
-    bool wrap = q.avail_wrap;
-    uint16_t first = no_record, last = no_record, id = 0;
-    uint32_t n = 0;
-    for (;;) {
-        const uint8_t* d = q.desc_p + 16ull * pos;
-        const uint16_t flags = ld16(d + 14);
-        if (n && !available(flags, wrap))
-            return violation("a list runs into a descriptor not made available"), set_needs_reset(), false;
-        const uint16_t r = pool_free_[qi];
-        if (r == no_record)
-            return violation("more descriptors outstanding than the ring holds"), set_needs_reset(), false;
-        pool_free_[qi] = pool[r].link;
-        pool[r] = saved_desc{ld64(d), ld32(d + 8), flags, no_record};
-        (first == no_record ? first : pool[last].link) = r;
-        last = r;
-        id = ld16(d + 12);  // the last descriptor's counts
-        ++n;
-        if (++pos == q.size) {
-            pos = 0;
-            wrap = !wrap;
-        }
-        if ((flags & f_indirect) || !(flags & f_next)) break;
-        if (n == q.size) return violation("a list longer than the ring (checklist 42)"), set_needs_reset(), false;
-    }
-    q.last_avail = pos;
-    q.avail_wrap = wrap;
-    c.head = id;
-    c.ndesc = uint16_t(n);
-    c.saved = first;
-    if (id >= q.size) return violation("buffer id past the queue size"), set_needs_reset(), false;
-    if (id_busy_[qi][id]) return violation("buffer id reused while the device holds it"), set_needs_reset(), false;
-    id_busy_[qi][id] = 1;
-    if (pool[first].flags & f_indirect && pool[first].flags & f_next)
-        return violation("INDIRECT together with NEXT (checklist 43)"), set_needs_reset(), false;
-    return walk_saved(qi, c);
+    c.saved = no_record;
+    c.pos = q.last_avail;
+    c.wrap = q.avail_wrap;
+    if (!walk_packed(qi, c)) return false;
+    const uint32_t next = uint32_t(q.last_avail) + c.ndesc;
+    if (next >= q.size) q.avail_wrap = !q.avail_wrap;
+    q.last_avail = uint16_t(next >= q.size ? next - q.size : next);
+    if (c.head >= q.size) return violation("buffer id past the queue size"), set_needs_reset(), false;
+    if (id_busy_[qi][c.head]) return violation("buffer id reused while the device holds it"), set_needs_reset(), false;
+    id_busy_[qi][c.head] = 1;
+    return true;
 }
 
 // The lies armed for the next completion of a request queue, disarmed as they are told.
 device::lies device::take_lies(uint16_t qi) {
     lies l{};
-    if (qi < first_request_queue) return l;
+    const faults& f = faults_;
+    if (qi < first_request_queue ||
+        !(f.lie_bad_id | f.lie_middle_id | f.lie_bad_len | f.lie_duplicate | f.lie_used_jump))
+        return l;
     l.bad_id = faults_.lie_bad_id;
     l.middle_id = !l.bad_id && faults_.lie_middle_id;
     l.extra_len = faults_.lie_bad_len ? 1u << 20 : 0;
@@ -929,6 +952,7 @@ void device::process_queue(uint16_t qi) {
             process_request(qi, c);
         if (needs_reset_) break;
     }
+    if (q.packed && q.desc_p) set_device_event(q);
     if (batching_) {
         batching_ = false;
         if (run && !batch_.empty()) {
@@ -1097,6 +1121,7 @@ void device::deliver_events() {
         ++stats_.events_delivered;
         push_used(eventq_index, c, 16);
     }
+    if (q.packed && q.desc_p) set_device_event(q);
     if (q.used_total != before) interrupt(eventq_index);
 }
 
@@ -1126,18 +1151,21 @@ void device::complete_cmd(uint16_t qi, const chain& c, uint8_t response, uint8_t
         faults_.lie_residual = false;
         st32(hdr + 4, 0x7fffffffu);
     }
+    // Only the header and the sense there is get written: what the used length says then.
+    // Data, or a lie about the sense, claims the whole sense area.
+    const uint32_t copied = std::min<uint32_t>(sl, n - 12);
+    uint32_t written = 12 + copied;
     if (faults_.lie_sense_len) {
         faults_.lie_sense_len = false;
         st32(hdr, 0xffffu);
+        written = resp_len;
     }
     st16(hdr + 8, 0);  // status qualifier
     hdr[10] = status;
     hdr[11] = response;
-    const uint32_t copied = std::min<uint32_t>(sl, n - 12);
     if (copied) memcpy(hdr + 12, sense, copied);
-    memset(hdr + 12 + copied, 0, n - 12 - copied);
-    if (!in_place) copy_to_writable(0, staged, n);
-    push_used(qi, c, resp_len + data_written);
+    if (!in_place) copy_to_writable(0, staged, std::min(written, n));
+    push_used(qi, c, data_written ? resp_len + data_written : written);
 }
 
 void device::process_request(uint16_t qi, const chain& c) {
@@ -1167,9 +1195,11 @@ void device::process_request(uint16_t qi, const chain& c) {
     const bool bidi = out_len && in_len;
 
     if (faults_.lose_next || faults_.hold_next) {
+        chain kept = c;
+        if (!save_packed(qi, kept)) return;
         for (held_cmd& h : held_) {
             if (h.used) continue;
-            h = held_cmd{true, faults_.lose_next > 0, qi, c, hdr[1], uint16_t(((hdr[2] & 0x3f) << 8) | hdr[3]), tag};
+            h = held_cmd{true, faults_.lose_next > 0, qi, kept, hdr[1], uint16_t(((hdr[2] & 0x3f) << 8) | hdr[3]), tag};
             break;
         }
         if (faults_.lose_next)

@@ -227,14 +227,17 @@ private:
         uint32_t len;
     };
     // A parsed chain: readable iovs, then writable ones. Split rings name it by its head
-    // descriptor; packed ones by its buffer id, with the copy of its ring descriptors the
-    // device keeps (the ring itself gets overwritten by used descriptors meanwhile).
+    // descriptor; packed ones by its buffer id and where it lies in the ring, and once the
+    // device holds on to it, by the copy it keeps of its descriptors (used descriptors for
+    // later lists overwrite the ring meanwhile).
     struct chain {
         uint16_t head;
         uint16_t ndesc;  // ring descriptors it took
-        uint16_t saved;  // packed: first record of its copy in the queue's pool
+        uint16_t saved;  // packed: first record of its copy in the queue's pool, once held
         uint32_t n_read, n_write;
         uint64_t read_bytes, write_bytes;
+        uint16_t pos;    // packed: ring position of its first descriptor, and that lap's wrap
+        bool wrap;
     };
     // A packed ring descriptor as the device copied it; `link` is the next of its list.
     struct saved_desc {
@@ -290,7 +293,9 @@ private:
     // The chain's buffers into iovs_: split from the descriptor table, packed from the copy.
     bool walk_chain(uint16_t qi, chain& c);
     bool walk_split(queue& q, chain& c);
-    bool walk_saved(uint16_t qi, chain& c);
+    bool walk_packed(uint16_t qi, chain& c);
+    bool save_packed(uint16_t qi, chain& c);
+    static bool packed_available(uint16_t flags, bool wrap);
     bool take_buffer(uint64_t addr, uint32_t len, bool writable, bool& seen_write, chain& c);
     void free_saved(uint16_t qi, const chain& c);
     struct lies {

@@ -307,10 +307,14 @@ public:
             cdb = hdr + 27;
         }
         __builtin_memcpy(cdb, r.cdb, r.cdb_len);
-        // The device writes the response header. Until it does, it holds no valid response
-        // code (0xff), so a device that returns the buffers unwritten is never read as OK.
-        __builtin_memset(d.resp, 0, 12);
-        d.resp[11] = 0xff;
+        // The device writes the response header. A legacy device's used length says nothing,
+        // so until it writes, the header holds no valid response code (0xff): buffers it
+        // returns unwritten are never read as OK. A modern device's length says whether it
+        // wrote the header; the line then stays with the device until the driver reads it.
+        if (order_.legacy) {
+            __builtin_memset(d.resp, 0, 12);
+            d.resp[11] = 0xff;
+        }
 
         scratch_out_[0] = sg_entry{mem_.bus_of(d.req), req_bytes_};
         uint32_t out_len = 0, in_len = 0;
@@ -368,8 +372,9 @@ public:
         if (state_ != initiator_state::running) return 0;
         drained_ = 0;
         uint32_t n = reap_requests(h);
-        if (state_ == initiator_state::running) reap_control(h, now);
-        if (state_ == initiator_state::running) reap_events(h);
+        // The control and event queues are looked at before they are reaped: mostly they are empty.
+        if (state_ == initiator_state::running && ctrlq_.has_used()) reap_control(h, now);
+        if (state_ == initiator_state::running && eventq_.has_used()) reap_events(h);
         if (state_ == initiator_state::running && now >= next_scan_) {
             next_scan_ = now + cfg_.scan_interval_ns;
             scan(h, now);
@@ -516,9 +521,12 @@ private:
         ctrl_type an_type;
     };
     // Device-visible header memory of one request slot.
+    // Each on cache lines of its own (the region and the array start on one): the driver
+    // writes the request header while the device writes the response of the slot before, and
+    // a line the two shared would bounce between their CPUs.
     struct slot_dma {
-        uint8_t req[align_up(cmd_req_bytes(CdbSize, true), 16)];
-        uint8_t resp[align_up(cmd_resp_bytes(SenseSize), 16)];
+        uint8_t req[align_up(cmd_req_bytes(CdbSize, true), 64)];
+        uint8_t resp[align_up(cmd_resp_bytes(SenseSize), 64)];
     };
     static_assert(sizeof(slot_dma::req) >= 19 + 8 + CdbSize, "submit() clears 8 + CdbSize bytes after the task attributes");
     struct ctrl_dma {
@@ -855,12 +863,18 @@ private:
         }
     }
 
+    // The format is chosen once for the whole reap, not once per completion.
     template <class Handler>
     uint32_t reap_requests(Handler& h) {
+        return with_format<Ring>(packed_, [&](auto format) { return reap_requests(h, format); });
+    }
+    template <class Handler, class Format>
+    uint32_t reap_requests(Handler& h, Format) {
         uint32_t n = 0;
         for (uint16_t q = 0; q < nreq_; ++q) {
+            auto& ring = Format::of(req_[q]);
             for (;;) {
-                const result<used_completion> r = req_[q].pop();
+                const result<used_completion> r = ring.pop();
                 if (r.st == status::empty) break;
                 if (r.st != status::ok) {
                     ++stats_.protocol_errors;

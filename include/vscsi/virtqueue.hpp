@@ -91,11 +91,47 @@ public:
     }
     bool token_in_flight(uint32_t token) const { return packed_ ? p_.token_in_flight(token) : s_.token_in_flight(token); }
 
+    // The ring of each format, for callers that chose the format once for many calls.
+    split_ring<Platform>& split() { return s_; }
+    packed_ring<Platform>& packed() { return p_; }
+
 private:
     split_ring<Platform> s_{};
     packed_ring<Platform> p_{};
     bool packed_ = false;
 };
+
+// The two formats as types: of(ring) is the ring of that format inside a ring type (the
+// ring itself, or virtqueue's member). A hot loop chooses the format once and calls the ring
+// of it directly, with no branch per call.
+struct split_format {
+    template <class P>
+    static split_ring<P>& of(split_ring<P>& r) { return r; }
+    template <class P>
+    static split_ring<P>& of(virtqueue<P>& v) { return v.split(); }
+};
+struct packed_format {
+    template <class P>
+    static packed_ring<P>& of(packed_ring<P>& r) { return r; }
+    template <class P>
+    static packed_ring<P>& of(virtqueue<P>& v) { return v.packed(); }
+};
+
+// f(split_format{}) or f(packed_format{}), for the format in use: a branch for a ring type
+// that speaks both, none for one of one format.
+template <class Ring, class F>
+decltype(auto) with_format(bool packed, F&& f) {
+    if constexpr (ring_kind<Ring>::split && ring_kind<Ring>::packed) {
+        if (packed) return f(packed_format{});
+        return f(split_format{});
+    } else if constexpr (ring_kind<Ring>::packed) {
+        (void)packed;
+        return f(packed_format{});
+    } else {
+        (void)packed;
+        return f(split_format{});
+    }
+}
 
 // Set up a ring of any of the three types in a format (not_supported: it does not speak it).
 template <class P>
