@@ -14,14 +14,16 @@
 //
 // Rings: "split" and "packed" go through the initiator's default ring type (either format,
 // chosen at start); "split-only" is an initiator built for split rings alone, the baseline
-// for what choosing at run time costs the split path.
+// for what choosing at run time costs the split path; "packed-in-order" is packed with a
+// device that offers VIRTIO_F_IN_ORDER and answers each pass with one used descriptor.
 //
 // Instructions per request come from perf_event_open where the machine allows it (driver and
 // device model together); tests/bench/instructions-per-request counts them with callgrind,
 // for the whole loop and for the driver's side alone (the driver_side_* functions below:
 // submit, kick decision, reap, decode).
 //
-//   vscsi-ring-bench [--requests N] [--rounds R] [--ring split|packed|split-only|both] [--one-thread]
+//   vscsi-ring-bench [--requests N] [--rounds R] [--ring split|packed|split-only|packed-in-order|both]
+//                    [--one-thread]
 //                    [--batch B]
 //
 // --rounds R runs every case R times and prints medians. --batch B runs only the one-thread
@@ -104,9 +106,15 @@ struct counting_handler {
     void on_event(const event_info&) {}
 };
 
-enum class ring_case { split, packed, split_only };
+enum class ring_case { split, packed, split_only, packed_in_order };
 const char* name_of(ring_case k) {
-    return k == ring_case::split ? "split" : k == ring_case::packed ? "packed" : "split-only";
+    switch (k) {
+        case ring_case::split: return "split";
+        case ring_case::packed: return "packed";
+        case ring_case::split_only: return "split-only";
+        case ring_case::packed_in_order: return "packed-in-order";
+    }
+    return "?";
 }
 
 // The driver's side of one round, on its own so callgrind can count just it
@@ -136,7 +144,7 @@ struct rig {
     uint8_t cdb[16];
     io_request req{};
 
-    rig(bool packed) : device(options(packed), map), transport(device), ini(transport) {
+    rig(bool packed, bool in_order = false) : device(options(packed, in_order), map), transport(device), ini(transport) {
         initiator_config c;
         c.max_queue_size = 256;
         c.slots = 256;
@@ -170,12 +178,13 @@ struct rig {
         free(mem);
         free(priv);
     }
-    static loopback::options options(bool packed) {
+    static loopback::options options(bool packed, bool in_order) {
         loopback::options o;
         o.kind = loopback::personality::modern;
         o.queue_max = 256;
         o.cmd_per_lun = 256;
         o.packed = packed;
+        o.in_order = in_order;
         return o;
     }
 };
@@ -187,7 +196,7 @@ auto with_rig(ring_case k, F&& f) {
         rig<split_ring<hosted_platform>> r(false);
         return f(r);
     }
-    rig<virtqueue<hosted_platform>> r(k == ring_case::packed);
+    rig<virtqueue<hosted_platform>> r(k != ring_case::split, k == ring_case::packed_in_order);
     return f(r);
 }
 
@@ -297,11 +306,12 @@ void pin_self(int cpu) {
 
 int main(int argc, char** argv) {
     const char* usage =
-        "usage: vscsi-ring-bench [--requests N] [--rounds R] [--ring split|packed|split-only|both] [--one-thread] "
-        "[--batch B]\n";
+        "usage: vscsi-ring-bench [--requests N] [--rounds R] [--ring split|packed|split-only|packed-in-order|both]\n"
+        "                        [--one-thread] [--batch B]\n";
     uint64_t total = 2000000, rounds = 1, only_batch = 0;
     bool one_thread_only = false;
-    std::vector<ring_case> rings = {ring_case::split, ring_case::packed, ring_case::split_only};
+    std::vector<ring_case> rings = {ring_case::split, ring_case::packed, ring_case::split_only,
+                                    ring_case::packed_in_order};
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
         const bool has_value = i + 1 < argc;
@@ -330,10 +340,13 @@ int main(int argc, char** argv) {
                 rings = {ring_case::packed};
             else if (v == "split-only")
                 rings = {ring_case::split_only};
+            else if (v == "packed-in-order")
+                rings = {ring_case::packed_in_order};
             else if (v == "both")
-                rings = {ring_case::split, ring_case::packed, ring_case::split_only};
+                rings = {ring_case::split, ring_case::packed, ring_case::split_only, ring_case::packed_in_order};
             else {
-                fmt::print(stderr, "vscsi-ring-bench: --ring is split, packed, split-only or both, not '{}'\n", v);
+                fmt::print(stderr, "vscsi-ring-bench: --ring is split, packed, split-only, packed-in-order or both, "
+                                   "not '{}'\n", v);
                 return 2;
             }
         } else {
@@ -396,14 +409,15 @@ int main(int argc, char** argv) {
     }
     const double ping = two ? median(pp) : -1;
     auto ins = [](double v) { return v < 0 ? std::string("n/a") : fmt::format("{:.0f}", v); };
-    fmt::print("  ring        1 thread: batch 1    batch 32 (ns/request, instructions)    2 threads: in flight 1    in flight 32\n");
+    fmt::print("  ring             1 thread: batch 1    batch 32 (ns/request, instructions)    2 threads: in flight 1    "
+               "in flight 32\n");
     for (const row& r : rows) {
         std::string t1 = "-", t32 = "-";
         if (two) {
             t1 = fmt::format("{:7.1f} ({:.2f}x)", r.t1, r.t1 / ping);
             t32 = fmt::format("{:7.1f} ({:.2f}x)", r.t32, r.t32 / ping);
         }
-        fmt::print("  {:<10} {:7.1f} ({:>5})  {:7.1f} ({:>5})                         {:>18}  {:>18}\n", name_of(r.k), r.b1,
+        fmt::print("  {:<15} {:7.1f} ({:>5})  {:7.1f} ({:>5})                    {:>18}  {:>18}\n", name_of(r.k), r.b1,
                    ins(r.i1), r.b32, ins(r.i32), t1, t32);
     }
     if (two)
