@@ -265,6 +265,19 @@ done
 poweroff -f
 '''
 
+    # ---- what another guest kind changes (tests/el5 boots RHEL5 kernels) ----
+
+    def _kernel_image(self):
+        return f'/boot/vmlinuz-{self.release}'
+
+    def _kernel_append(self):
+        return f'console=ttyS0 loglevel=1 panic=-1 hugepages={self.hugepages} {self.kernel_args}'.strip()
+
+    def _command_lines(self, command):
+        """The "C <chunk>" lines that carry a command to the init script's loop."""
+        encoded = base64.b64encode(command.encode()).decode()
+        return [f'C {encoded[i:i + CHUNK]}\n' for i in range(0, len(encoded), CHUNK)]
+
     # ---- running ----
 
     def start(self, timeout=120):
@@ -273,10 +286,9 @@ poweroff -f
         self.qmp_path = os.path.join(self.workdir, 'qmp.sock')
         if os.path.exists(self.qmp_path):
             os.unlink(self.qmp_path)
-        append = f'console=ttyS0 loglevel=1 panic=-1 hugepages={self.hugepages} {self.kernel_args}'.strip()
         cmd = ['qemu-system-x86_64', '-accel', 'tcg', '-nodefaults', '-display', 'none', '-no-reboot',
-               '-m', self.mem, '-smp', self.smp, '-kernel', f'/boot/vmlinuz-{self.release}', '-initrd', initrd,
-               '-append', append, '-serial', 'stdio', '-monitor', 'none',
+               '-m', self.mem, '-smp', self.smp, '-kernel', self._kernel_image(), '-initrd', initrd,
+               '-append', self._kernel_append(), '-serial', 'stdio', '-monitor', 'none',
                '-qmp', f'unix:{self.qmp_path},server=on,wait=off'] + self.qemu_args
         self._log = open(os.path.join(self.workdir, 'console.log'), 'w')
         self._log.write('$ ' + ' '.join(cmd) + '\n')
@@ -335,10 +347,8 @@ poweroff -f
         n = self._seq
         with self._cond:
             self._buf = ''
-        encoded = base64.b64encode(command.encode()).decode()
-        lines = [f'C {encoded[i:i + CHUNK]}\n' for i in range(0, len(encoded), CHUNK)] + [f'E {n}\n']
         try:
-            for line in lines:
+            for line in self._command_lines(command) + [f'E {n}\n']:
                 self.proc.stdin.write(line.encode())
                 self.proc.stdin.flush()
         except (BrokenPipeError, OSError):
