@@ -25,6 +25,7 @@
 #include <linux/interrupt.h>
 #include <linux/scatterlist.h>
 #include <linux/err.h>
+#include <linux/delay.h>
 #include <linux/pci.h>
 #include <linux/virtio.h>
 #include <linux/virtio_config.h>
@@ -53,7 +54,6 @@
 #define VS_VIRTIO_ID_SCSI 8
 #define VS_NUM_VQS 3
 #define VS_EVENT_BUFS 8
-#define VS_TMF_TIMEOUT (30 * HZ)
 /* Everything on a legacy device is in guest byte order and used lengths are not trusted. */
 #define VS_FLAGS VSK_LEGACY
 /*
@@ -66,6 +66,18 @@
 static unsigned int max_queue_size;
 module_param(max_queue_size, uint, 0444);
 MODULE_PARM_DESC(max_queue_size, "largest virtqueue size to accept (0: what the kernel can allocate)");
+
+/*
+ * After tmf_timeout seconds an abort or reset fails and the midlayer escalates; the tests
+ * shorten it, and delay event handling to catch removal with event work pending.
+ */
+static unsigned int tmf_timeout = 30;
+module_param(tmf_timeout, uint, 0644);
+MODULE_PARM_DESC(tmf_timeout, "seconds to wait for a task management function (default 30)");
+
+static unsigned int event_delay_ms;
+module_param(event_delay_ms, uint, 0644);
+MODULE_PARM_DESC(event_delay_ms, "delay before handling each event, for testing (default 0)");
 
 /* One SCSI command in flight. The scatterlist follows the structure. */
 struct vs_cmd {
@@ -425,7 +437,7 @@ static int vs_tmf(struct vs_host *vs, uint32_t function, unsigned int target, un
 		return FAILED;
 	}
 
-	if (!wait_for_completion_timeout(&tmf->done, VS_TMF_TIMEOUT)) {
+	if (!wait_for_completion_timeout(&tmf->done, max(1u, tmf_timeout) * HZ)) {
 		spin_lock_irqsave(&vs->ctrl_lock, flags);
 		if (!tmf->answered) {
 			/* The device still owns the buffers: the callback or a reset frees them. */
@@ -622,6 +634,8 @@ static void vs_event_work(void *data)
 	struct vsk_event e;
 	unsigned long flags;
 
+	if (event_delay_ms)
+		msleep(event_delay_ms);
 	vsk_event_decode(ev->buf, VS_FLAGS, ev->used_len, &e);
 	vs_handle_event(vs, &e);
 
