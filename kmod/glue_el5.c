@@ -803,6 +803,8 @@ static struct scsi_host_template vs_template = {
 	.sg_tablesize = 1,
 	.cmd_per_lun = 1,
 	.use_clustering = ENABLE_CLUSTERING,
+	/* The midlayer sleeps 10 s after a bus or host reset for a bus to settle; virtio has none. */
+	.skip_settle_delay = 1,
 };
 
 static int vs_probe(struct virtio_device *vdev)
