@@ -20,6 +20,7 @@
 #include <linux/slab.h>
 #include <linux/spinlock.h>
 #include <linux/list.h>
+#include <linux/bitmap.h>
 #include <linux/workqueue.h>
 #include <linux/completion.h>
 #include <linux/interrupt.h>
@@ -495,12 +496,28 @@ static int vs_eh_device_reset(struct scsi_cmnd *sc)
 
 static int vs_reinit(struct vs_host *vs);
 
-/* Bus reset: an I_T nexus reset of the target; if the device refuses, reset the device. */
+/*
+ * Bus reset: an I_T NEXUS RESET to every target the host has a device on (2.6.18 has no
+ * target reset handler: this is the step between a LUN reset and a device reset). If the
+ * device refuses any of them, reset the device.
+ */
 static int vs_eh_bus_reset(struct scsi_cmnd *sc)
 {
-	struct vs_host *vs = vs_of(sc->device->host);
+	struct Scsi_Host *shost = sc->device->host;
+	struct vs_host *vs = vs_of(shost);
+	DECLARE_BITMAP(targets, 256);
+	struct scsi_device *sdev;
+	unsigned int id;
+	int failed = 0;
 
-	if (vs_tmf(vs, VSK_TMF_I_T_NEXUS_RESET, sc->device->id, sc->device->lun, 0) == SUCCESS)
+	bitmap_zero(targets, 256);
+	shost_for_each_device(sdev, shost)
+		if (sdev->id < 256)
+			__set_bit(sdev->id, targets);
+	for (id = find_first_bit(targets, 256); id < 256; id = find_next_bit(targets, 256, id + 1))
+		if (vs_tmf(vs, VSK_TMF_I_T_NEXUS_RESET, id, 0, 0) != SUCCESS)
+			failed = 1;
+	if (!failed)
 		return SUCCESS;
 	return vs_reinit(vs) ? FAILED : SUCCESS;
 }
