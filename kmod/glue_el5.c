@@ -89,10 +89,13 @@ struct vs_cmd {
 	struct scatterlist sg[0];
 };
 
-/* A task management request; freed by its waiter, or by the callback once abandoned. */
+/*
+ * A task management request; freed by its waiter, or once abandoned (its waiter gave up) by
+ * the callback or a device reset.
+ */
 struct vs_tmf {
 	struct completion done;
-	struct list_head node; /* vs_host.abandoned, under ctrl_lock, once given up on */
+	struct list_head node; /* vs_host.tmfs while the device has it, under ctrl_lock */
 	int abandoned; /* under ctrl_lock */
 	int answered;  /* under ctrl_lock */
 	unsigned int used_len;
@@ -116,8 +119,8 @@ struct vs_host {
 	struct virtqueue *vq[VS_NUM_VQS];
 	unsigned int req_vq_size;
 	spinlock_t req_lock, ctrl_lock, event_lock;
-	struct list_head inflight;
-	struct list_head abandoned;
+	struct list_head inflight; /* vs_cmd, under req_lock */
+	struct list_head tmfs;     /* vs_tmf, under ctrl_lock */
 	int stopping;  /* under event_lock: remove() has begun, no event work is started */
 	int resetting; /* under event_lock: the virtqueues are being replaced */
 	struct vs_event_buf events[VS_EVENT_BUFS];
@@ -264,6 +267,16 @@ static int vs_host_byte(uint8_t host)
 	}
 }
 
+/* Complete a command the device never answered (it was reset): the midlayer retries it. */
+static void vs_fail_cmd(struct vs_cmd *cmd)
+{
+	struct scsi_cmnd *sc = cmd->sc;
+
+	sc->result = DID_RESET << 16;
+	kfree(cmd);
+	sc->scsi_done(sc);
+}
+
 static void vs_complete_cmd(struct vs_cmd *cmd, unsigned int used_len)
 {
 	struct scsi_cmnd *sc = cmd->sc;
@@ -381,27 +394,40 @@ static int vs_queuecommand(struct scsi_cmnd *sc, void (*done)(struct scsi_cmnd *
 
 /* ---- task management ----------------------------------------------------------------- */
 
+/* Hand a TMF back to its waiter, or free it if the waiter gave up; called with ctrl_lock held. */
+static void vs_tmf_returned(struct vs_tmf *tmf, unsigned int used_len)
+{
+	list_del(&tmf->node);
+	if (tmf->abandoned) {
+		kfree(tmf);
+		return;
+	}
+	tmf->used_len = used_len;
+	tmf->answered = 1;
+	complete(&tmf->done);
+}
+
+/* Reap the control queue; called with ctrl_lock held. */
+static void vs_reap_ctrl(struct vs_host *vs)
+{
+	struct virtqueue *vq = vs->vq[VSK_CONTROLQ];
+	struct vs_tmf *tmf;
+	unsigned int len;
+
+	do {
+		vq->vq_ops->disable_cb(vq);
+		while ((tmf = vq->vq_ops->get_buf(vq, &len)) != NULL)
+			vs_tmf_returned(tmf, len);
+	} while (!vq->vq_ops->enable_cb(vq));
+}
+
 static void vs_ctrl_done(struct virtqueue *vq)
 {
 	struct vs_host *vs = vs_of(vq->vdev->priv);
-	struct vs_tmf *tmf;
 	unsigned long flags;
-	unsigned int len;
 
 	spin_lock_irqsave(&vs->ctrl_lock, flags);
-	do {
-		vq->vq_ops->disable_cb(vq);
-		while ((tmf = vq->vq_ops->get_buf(vq, &len)) != NULL) {
-			if (tmf->abandoned) {
-				list_del(&tmf->node);
-				kfree(tmf);
-				continue;
-			}
-			tmf->used_len = len;
-			tmf->answered = 1;
-			complete(&tmf->done);
-		}
-	} while (!vq->vq_ops->enable_cb(vq));
+	vs_reap_ctrl(vs);
 	spin_unlock_irqrestore(&vs->ctrl_lock, flags);
 }
 
@@ -430,8 +456,10 @@ static int vs_tmf(struct vs_host *vs, uint32_t function, unsigned int target, un
 
 	spin_lock_irqsave(&vs->ctrl_lock, flags);
 	err = vq->vq_ops->add_buf(vq, sg, 1, 1, tmf);
-	if (err >= 0)
+	if (err >= 0) {
+		list_add_tail(&tmf->node, &vs->tmfs);
 		vq->vq_ops->kick(vq);
+	}
 	spin_unlock_irqrestore(&vs->ctrl_lock, flags);
 	if (err < 0) {
 		kfree(tmf);
@@ -443,7 +471,6 @@ static int vs_tmf(struct vs_host *vs, uint32_t function, unsigned int target, un
 		if (!tmf->answered) {
 			/* The device still owns the buffers: the callback or a reset frees them. */
 			tmf->abandoned = 1;
-			list_add_tail(&tmf->node, &vs->abandoned);
 			spin_unlock_irqrestore(&vs->ctrl_lock, flags);
 			printk(KERN_WARNING "virtio_scsi: TMF %u to %u:%u timed out\n", function,
 			       target, lun);
@@ -738,18 +765,36 @@ static void vs_set_driver_ok(struct virtio_device *vdev)
 }
 
 /*
- * Reset the device and set it up again (EH context, may sleep). The midlayer owns every
- * outstanding command by now (error handling runs once all of them have failed to it), so
- * the ring's buffers are simply dropped with the old queues.
+ * After a device reset: deliver what the device completed before it, and hand back every
+ * command and TMF it still held: commands with DID_RESET (the midlayer retries them, and
+ * ignores the completion of one it has already timed out), TMFs as failed (an abandoned one
+ * is freed).
  */
-static int vs_reinit(struct vs_host *vs)
+static void vs_reclaim(struct vs_host *vs)
 {
-	struct virtio_device *vdev = vs->vdev;
 	struct vs_cmd *cmd, *cmd_next;
 	struct vs_tmf *tmf, *tmf_next;
 	unsigned long flags;
-	LIST_HEAD(dead_cmds);
-	LIST_HEAD(dead_tmfs);
+
+	spin_lock_irqsave(&vs->req_lock, flags);
+	vs_reap_requests(vs);
+	list_for_each_entry_safe(cmd, cmd_next, &vs->inflight, node) {
+		list_del(&cmd->node);
+		vs_fail_cmd(cmd);
+	}
+	spin_unlock_irqrestore(&vs->req_lock, flags);
+	spin_lock_irqsave(&vs->ctrl_lock, flags);
+	vs_reap_ctrl(vs);
+	list_for_each_entry_safe(tmf, tmf_next, &vs->tmfs, node)
+		vs_tmf_returned(tmf, 0); /* its response still says "not answered" */
+	spin_unlock_irqrestore(&vs->ctrl_lock, flags);
+}
+
+/* Reset the device and set it up again (EH or SG_SCSI_RESET context, may sleep). */
+static int vs_reinit(struct vs_host *vs)
+{
+	struct virtio_device *vdev = vs->vdev;
+	unsigned long flags;
 	int err;
 
 	printk(KERN_INFO "virtio_scsi: resetting the device\n");
@@ -758,17 +803,8 @@ static int vs_reinit(struct vs_host *vs)
 	spin_unlock_irqrestore(&vs->event_lock, flags);
 
 	vdev->config->reset(vdev); /* the device lets go of every buffer */
-	spin_lock_irqsave(&vs->req_lock, flags);
-	list_splice_init(&vs->inflight, &dead_cmds);
-	spin_unlock_irqrestore(&vs->req_lock, flags);
-	spin_lock_irqsave(&vs->ctrl_lock, flags);
-	list_splice_init(&vs->abandoned, &dead_tmfs);
-	spin_unlock_irqrestore(&vs->ctrl_lock, flags);
+	vs_reclaim(vs);
 	vs_del_vqs(vs);
-	list_for_each_entry_safe(cmd, cmd_next, &dead_cmds, node)
-		kfree(cmd);
-	list_for_each_entry_safe(tmf, tmf_next, &dead_tmfs, node)
-		kfree(tmf);
 
 	/* The bring-up the virtio bus did at probe time, again. */
 	vdev->config->set_status(vdev, VIRTIO_CONFIG_S_ACKNOWLEDGE);
@@ -844,7 +880,7 @@ static int vs_probe(struct virtio_device *vdev)
 	spin_lock_init(&vs->ctrl_lock);
 	spin_lock_init(&vs->event_lock);
 	INIT_LIST_HEAD(&vs->inflight);
-	INIT_LIST_HEAD(&vs->abandoned);
+	INIT_LIST_HEAD(&vs->tmfs);
 	for (i = 0; i < VS_EVENT_BUFS; i++) {
 		vs->events[i].vs = vs;
 		vs->events[i].state = VS_EV_IDLE;
@@ -895,6 +931,7 @@ static void vs_remove(struct virtio_device *vdev)
 	vs_events_quiesce(vs);
 	scsi_remove_host(shost);
 	vdev->config->reset(vdev);
+	vs_reclaim(vs); /* a TMF abandoned earlier may still be in the control queue */
 	vs_del_vqs(vs);
 	scsi_host_put(shost);
 }
