@@ -10,9 +10,8 @@
  * queuecommand() takes a done callback and runs under host_lock; the data buffer is
  * request_buffer/use_sg; INIT_WORK takes three arguments; virtio_config has find_vq/del_vq
  * before 2.6.18-238.el5 and find_vqs/del_vqs from then on (VSCSI_EL5_FIND_VQS, detected by
- * Kbuild from the tree); cancel_work_sync() exists only in later ones
- * (VSCSI_EL5_CANCEL_WORK_SYNC); the virtio_pci transport speaks legacy virtio only and
- * allocates each ring with one kzalloc().
+ * Kbuild from the tree); scsi_device_get() fails while the module is being unloaded; the
+ * virtio_pci transport speaks legacy virtio only and allocates each ring with one kzalloc().
  */
 #include <linux/module.h>
 #include <linux/moduleparam.h>
@@ -47,9 +46,6 @@
 
 #ifndef VSCSI_EL5_FIND_VQS
 #error "VSCSI_EL5_FIND_VQS must be set by Kbuild (0: find_vq/del_vq, 1: find_vqs/del_vqs)"
-#endif
-#ifndef VSCSI_EL5_CANCEL_WORK_SYNC
-#define VSCSI_EL5_CANCEL_WORK_SYNC 0
 #endif
 
 #define VS_VIRTIO_ID_SCSI 8
@@ -570,6 +566,13 @@ static void vs_event_post(struct vs_host *vs, struct vs_event_buf *ev)
 		ev->state = VS_EV_IDLE;
 }
 
+/*
+ * Event work holds a module reference from the event's arrival to the end of its work.
+ * Once rmmod has begun, 2.6.18's scsi_device_get() fails, so the midlayer's lookups in an
+ * event's work would find no devices and its scans would add them twice (and leave a half-made
+ * one that oopses scsi_remove_host). With the reference, rmmod is refused ("in use") while any
+ * event is pending; an event that arrives once it has begun is dropped.
+ */
 static void vs_event_done(struct virtqueue *vq)
 {
 	struct vs_host *vs = vs_of(vq->vdev->priv);
@@ -582,7 +585,7 @@ static void vs_event_done(struct virtqueue *vq)
 		vq->vq_ops->disable_cb(vq);
 		while ((ev = vq->vq_ops->get_buf(vq, &len)) != NULL) {
 			ev->used_len = len;
-			if (vs->stopping) {
+			if (vs->stopping || !try_module_get(THIS_MODULE)) {
 				ev->state = VS_EV_IDLE;
 				continue;
 			}
@@ -677,11 +680,17 @@ static void vs_event_work(void *data)
 	struct vs_host *vs = ev->vs;
 	struct vsk_event e;
 	unsigned long flags;
+	int stopping;
 
 	if (event_delay_ms)
 		msleep(event_delay_ms);
-	vsk_event_decode(ev->buf, VS_FLAGS, ev->used_len, &e);
-	vs_handle_event(vs, &e);
+	spin_lock_irqsave(&vs->event_lock, flags);
+	stopping = vs->stopping;
+	spin_unlock_irqrestore(&vs->event_lock, flags);
+	if (!stopping) { /* the host is going: nothing to add to or remove from it */
+		vsk_event_decode(ev->buf, VS_FLAGS, ev->used_len, &e);
+		vs_handle_event(vs, &e);
+	}
 
 	spin_lock_irqsave(&vs->event_lock, flags);
 	if (vs->stopping || vs->resetting) {
@@ -691,6 +700,8 @@ static void vs_event_work(void *data)
 		vs->vq[VSK_EVENTQ]->vq_ops->kick(vs->vq[VSK_EVENTQ]);
 	}
 	spin_unlock_irqrestore(&vs->event_lock, flags);
+	/* remove() flushes this work before the module can go, so returning from here is safe. */
+	module_put(THIS_MODULE);
 }
 
 /* Post every event buffer not being handled; called with event_lock held. */
@@ -708,18 +719,14 @@ static void vs_events_post_idle(struct vs_host *vs)
 static void vs_events_quiesce(struct vs_host *vs)
 {
 	unsigned long flags;
-#if VSCSI_EL5_CANCEL_WORK_SYNC
-	int i;
-#endif
 
 	spin_lock_irqsave(&vs->event_lock, flags);
 	vs->stopping = 1;
 	spin_unlock_irqrestore(&vs->event_lock, flags);
-#if VSCSI_EL5_CANCEL_WORK_SYNC
-	for (i = 0; i < VS_EVENT_BUFS; i++)
-		cancel_work_sync(&vs->events[i].work);
-#endif
-	/* Waits for work already running or queued; nothing new is scheduled once stopping. */
+	/*
+	 * Waits for work already running or queued (queued work finds stopping set and does
+	 * nothing but drop its module reference); nothing new is scheduled once stopping.
+	 */
 	flush_scheduled_work();
 }
 
