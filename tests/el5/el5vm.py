@@ -13,6 +13,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, '..', 'qemu'))
@@ -108,6 +109,16 @@ class El5Guest(Guest):
         # The kernel's own modules /init loads, in order.
         self.boot_modules = [m for m in OPTIONAL_MODULES if os.path.isfile(self._kernel_module(m))]
         self.boot_modules += REQUIRED_MODULES
+
+    def task_dump(self, wait=5):
+        """Every task's kernel stack, from SysRq-T on the guest's keyboard (the handler prints
+        to the console whatever the log level): what a guest that stopped answering is stuck on."""
+        try:
+            self.qmp_hmp('sendkey alt-sysrq-t')
+        except (GuestError, OSError, ValueError) as e:
+            return f'(no task dump: {e})'
+        time.sleep(wait)
+        return self.console()
 
     def _kernel_module(self, name):
         return os.path.join(self.assets, self.release, 'modules', name + '.ko')

@@ -603,7 +603,10 @@ def run_case(name, fn, *args):
             collect_log()
         except GuestError as ex:
             dead = name
-            r.check(f'{name}: the guest answered', False, ex)
+            dump = os.path.join(WORK, f'stuck-{name}.log')
+            with open(dump, 'w') as fh:
+                fh.write(g.task_dump())
+            r.check(f'{name}: the guest answered', False, f'{ex}\n(its tasks\' stacks: {dump})')
         except Exception:  # a check that could not even look (a disk missing, ...): this case fails
             r.check(f'{name}: ran to its end', False, traceback.format_exc())
     results.append((name, 'pass' if r.failed == failed else 'FAIL', time.monotonic() - started))
