@@ -40,8 +40,8 @@
 
 #include "vscsi_kmod.h"
 
-#if VSK_INTERFACE_VERSION != 1
-#error "glue_el5.c is written for version 1 of vscsi_kmod.h"
+#if VSK_INTERFACE_VERSION != 2
+#error "glue_el5.c is written for version 2 of vscsi_kmod.h"
 #endif
 
 #ifndef VSCSI_EL5_FIND_VQS
@@ -633,6 +633,21 @@ static void vs_remove_vanished(struct Scsi_Host *shost, int target)
 	}
 }
 
+/*
+ * The device the host has for a LUN, under the name an event gives or the LUN's other name
+ * (a scan names a LUN as REPORT LUNS lists it), so an event never makes a second device.
+ */
+static struct scsi_device *vs_find_lun(struct Scsi_Host *shost, unsigned int target,
+				       unsigned int name)
+{
+	struct scsi_device *sdev = scsi_device_lookup(shost, 0, target, name);
+	uint32_t alias = vsk_lun_alias(name);
+
+	if (!sdev && alias != name && alias != VSK_NO_LUN)
+		sdev = scsi_device_lookup(shost, 0, target, alias);
+	return sdev;
+}
+
 static void vs_handle_event(struct vs_host *vs, const struct vsk_event *e)
 {
 	struct Scsi_Host *shost = vs->shost;
@@ -640,14 +655,14 @@ static void vs_handle_event(struct vs_host *vs, const struct vsk_event *e)
 
 	switch (e->action) {
 	case VSK_EV_ADD_LUN:
-		sdev = scsi_device_lookup(shost, 0, e->target, e->lun);
+		sdev = vs_find_lun(shost, e->target, e->lun);
 		if (sdev)
 			scsi_device_put(sdev);
 		else
 			scsi_add_device(shost, 0, e->target, e->lun);
 		break;
 	case VSK_EV_REMOVE_LUN:
-		sdev = scsi_device_lookup(shost, 0, e->target, e->lun);
+		sdev = vs_find_lun(shost, e->target, e->lun);
 		if (sdev) {
 			scsi_remove_device(sdev);
 			scsi_device_put(sdev);
@@ -658,7 +673,7 @@ static void vs_handle_event(struct vs_host *vs, const struct vsk_event *e)
 		scsi_scan_target(&shost->shost_gendev, 0, e->target, SCAN_WILD_CARD, 1);
 		break;
 	case VSK_EV_RESCAN_LUN:
-		sdev = scsi_device_lookup(shost, 0, e->target, e->lun);
+		sdev = vs_find_lun(shost, e->target, e->lun);
 		if (sdev) {
 			scsi_rescan_device(&sdev->sdev_gendev);
 			scsi_device_put(sdev);

@@ -39,8 +39,8 @@
 
 #include "vscsi_kmod.h"
 
-#if VSK_INTERFACE_VERSION != 1
-#error "glue_linux.c speaks version 1 of vscsi_kmod.h"
+#if VSK_INTERFACE_VERSION != 2
+#error "glue_linux.c speaks version 2 of vscsi_kmod.h"
 #endif
 
 #define VSK_EVENT_NODES 8
@@ -70,6 +70,17 @@ MODULE_PARM_DESC(tmf_timeout, "seconds to wait for a task management function (d
 static unsigned int event_delay_ms;
 module_param(event_delay_ms, uint, 0644);
 MODULE_PARM_DESC(event_delay_ms, "delay before handling each event, for testing (default 0)");
+
+/*
+ * A test hook, off (0) unless set: the next N commands that carry no data to the device are
+ * posted with a request header one byte shorter than the negotiated size. A virtio 1.x device
+ * must take that as a malformed request; QEMU then sets DEVICE_NEEDS_RESET, and the kmod
+ * tests watch the module recover. Never set it on a system in use.
+ */
+static unsigned int test_malformed_requests;
+module_param(test_malformed_requests, uint, 0644);
+MODULE_PARM_DESC(test_malformed_requests,
+		 "testing only: send the next N commands without data out with a short header (default 0)");
 
 /* Per SCSI command, in the command's private area: the device reads req, writes resp. */
 struct vsk_cmd {
@@ -105,7 +116,7 @@ struct vsk_vq {
 
 struct vsk_stats {
 	atomic_t abort, lun_reset, target_reset, bus_reset, host_reset, tmf_failed;
-	atomic_t events, scans, removals, restores;
+	atomic_t events, scans, removals, restores, needs_reset;
 };
 
 struct vsk_host {
@@ -114,8 +125,11 @@ struct vsk_host {
 	u32 flags;           /* VSK_LEGACY */
 	bool events_stopped; /* event.lock: no new event work, no reposting */
 	bool host_resetting; /* the freeze in progress is a host reset, not a PM transition */
+	bool removing;       /* reset_lock: remove has begun, no reset work is queued */
 	bool rescan_needed;  /* events were dropped while stopped: scan once running again */
 	struct mutex reset_mutex;
+	spinlock_t reset_lock;
+	struct work_struct reset_work; /* the device set DEVICE_NEEDS_RESET */
 	struct work_struct rescan_work;
 	struct vsk_stats stats;
 	struct vsk_vq ctrl;
@@ -286,6 +300,17 @@ static void vsk_reap_requests(struct vsk_host *h)
 
 /* ---- submission ---- */
 
+/* 1 when the test hook asks for this command's header to be cut short, else 0. */
+static unsigned int vsk_malform(struct scsi_cmnd *sc)
+{
+	unsigned int n = READ_ONCE(test_malformed_requests);
+
+	/* Data out would follow the header and make up the missing byte. */
+	if (likely(!n) || sc->sc_data_direction == DMA_TO_DEVICE)
+		return 0;
+	return cmpxchg(&test_malformed_requests, n, n - 1) == n;
+}
+
 static int vsk_queuecommand(struct Scsi_Host *shost, struct scsi_cmnd *sc)
 {
 	struct vsk_host *h = shost_priv(shost);
@@ -309,7 +334,7 @@ static int vsk_queuecommand(struct Scsi_Host *shost, struct scsi_cmnd *sc)
 	}
 	vsk_cmd_resp_init(c->resp);
 
-	sg_init_one(&hdr_out, c->req, VSK_CMD_REQ_BYTES);
+	sg_init_one(&hdr_out, c->req, VSK_CMD_REQ_BYTES - vsk_malform(sc));
 	sgs[out++] = &hdr_out;
 	if (sc->sc_data_direction == DMA_TO_DEVICE && scsi_sg_count(sc))
 		sgs[out++] = scsi_sglist(sc);
@@ -515,31 +540,92 @@ static int vsk_eh_bus_reset(struct scsi_cmnd *sc)
 }
 
 /*
- * Host reset: reset the virtio device and bring it up again, the way a resume does. Every
- * buffer the device held is reclaimed by the reset; commands among them complete with
+ * Reset the virtio device and bring it up again, the way a resume does; reset_mutex held.
+ * Every buffer the device held is reclaimed by the reset; commands among them complete with
  * DID_RESET (the midlayer retries them).
  */
-static int vsk_eh_host_reset(struct scsi_cmnd *sc)
+static int vsk_reinit_locked(struct vsk_host *h)
 {
-	struct vsk_host *h = shost_priv(sc->device->host);
 	int err = -EOPNOTSUPP;
 
-	atomic_inc(&h->stats.host_reset);
-	shost_printk(KERN_INFO, h->shost, "host reset: resetting the device\n");
 #ifdef CONFIG_PM_SLEEP
-	mutex_lock(&h->reset_mutex);
 	h->host_resetting = true;
 	err = virtio_device_freeze(h->vdev);
 	if (!err)
 		err = virtio_device_restore(h->vdev);
 	h->host_resetting = false;
-	mutex_unlock(&h->reset_mutex);
 #endif
+	return err;
+}
+
+/* Host reset: the device reset and re-initialised. */
+static int vsk_eh_host_reset(struct scsi_cmnd *sc)
+{
+	struct vsk_host *h = shost_priv(sc->device->host);
+	int err;
+
+	atomic_inc(&h->stats.host_reset);
+	shost_printk(KERN_INFO, h->shost, "host reset: resetting the device\n");
+	mutex_lock(&h->reset_mutex);
+	err = vsk_reinit_locked(h);
+	mutex_unlock(&h->reset_mutex);
 	if (err) {
 		shost_printk(KERN_ERR, h->shost, "host reset failed: %d\n", err);
 		return FAILED;
 	}
 	return SUCCESS;
+}
+
+/*
+ * DEVICE_NEEDS_RESET: the device found an error it cannot recover from by itself (QEMU: a
+ * malformed request) and processes nothing more until reset. Reset it and bring it up again
+ * as the host reset does, with new requests held back meanwhile; the commands it held
+ * complete with DID_RESET and are retried. A host reset that got there first has cleared
+ * the bit, and then nothing is left to do.
+ */
+static void vsk_reset_work(struct work_struct *w)
+{
+	struct vsk_host *h = container_of(w, struct vsk_host, reset_work);
+	int err;
+
+	mutex_lock(&h->reset_mutex);
+	if (h->vdev->config->get_status(h->vdev) & VIRTIO_CONFIG_S_NEEDS_RESET) {
+		atomic_inc(&h->stats.needs_reset);
+		shost_printk(KERN_WARNING, h->shost,
+			     "device needs reset: resetting and re-initialising it\n");
+		scsi_block_requests(h->shost);
+		err = vsk_reinit_locked(h);
+		scsi_unblock_requests(h->shost);
+		if (err)
+			shost_printk(KERN_ERR, h->shost, "reset after DEVICE_NEEDS_RESET failed: %d\n",
+				     err);
+	}
+	mutex_unlock(&h->reset_mutex);
+}
+
+/* A configuration change interrupt; DEVICE_NEEDS_RESET is the only change acted on. */
+static void vsk_config_changed(struct virtio_device *vdev)
+{
+	struct vsk_host *h = vsk_of_vdev(vdev);
+	unsigned long fl;
+
+	if (!(vdev->config->get_status(vdev) & VIRTIO_CONFIG_S_NEEDS_RESET))
+		return;
+	spin_lock_irqsave(&h->reset_lock, fl);
+	if (!h->removing)
+		queue_work(system_freezable_wq, &h->reset_work);
+	spin_unlock_irqrestore(&h->reset_lock, fl);
+}
+
+/* No reset work runs, nor is queued, once this returns: remove calls it first. */
+static void vsk_stop_reset_work(struct vsk_host *h)
+{
+	unsigned long fl;
+
+	spin_lock_irqsave(&h->reset_lock, fl);
+	h->removing = true;
+	spin_unlock_irqrestore(&h->reset_lock, fl);
+	cancel_work_sync(&h->reset_work);
 }
 
 /* ---- events ---- */
@@ -669,9 +755,37 @@ static void vsk_drop_vanished(struct vsk_host *h, int target)
 	kfree(inq);
 }
 
-static void vsk_remove_lun(struct vsk_host *h, u8 target, u32 lun)
+/*
+ * The device the host has for a LUN, under the name an event gives or the LUN's other name
+ * (a scan names a LUN as REPORT LUNS lists it), so an event never makes a second device.
+ */
+static struct scsi_device *vsk_find_lun(struct vsk_host *h, u8 target, u32 name)
 {
-	struct scsi_device *sdev = scsi_device_lookup(h->shost, 0, target, lun);
+	struct scsi_device *sdev = scsi_device_lookup(h->shost, 0, target, name);
+	u32 alias = vsk_lun_alias(name);
+
+	if (!sdev && alias != name && alias != VSK_NO_LUN)
+		sdev = scsi_device_lookup(h->shost, 0, target, alias);
+	return sdev;
+}
+
+static void vsk_add_lun(struct vsk_host *h, u8 target, u32 name)
+{
+	struct scsi_device *sdev = vsk_find_lun(h, target, name);
+	int err;
+
+	if (sdev) {
+		scsi_device_put(sdev);
+		return;
+	}
+	err = scsi_add_device(h->shost, 0, target, name);
+	if (err)
+		shost_printk(KERN_WARNING, h->shost, "adding %u:%u failed: %d\n", target, name, err);
+}
+
+static void vsk_remove_lun(struct vsk_host *h, u8 target, u32 name)
+{
+	struct scsi_device *sdev = vsk_find_lun(h, target, name);
 
 	if (!sdev)
 		return;
@@ -680,9 +794,9 @@ static void vsk_remove_lun(struct vsk_host *h, u8 target, u32 lun)
 	scsi_device_put(sdev);
 }
 
-static void vsk_rescan_lun(struct vsk_host *h, u8 target, u32 lun)
+static void vsk_rescan_lun(struct vsk_host *h, u8 target, u32 name)
 {
-	struct scsi_device *sdev = scsi_device_lookup(h->shost, 0, target, lun);
+	struct scsi_device *sdev = vsk_find_lun(h, target, name);
 
 	if (!sdev)
 		return;
@@ -703,14 +817,9 @@ static void vsk_scan_host(struct vsk_host *h)
 
 static void vsk_handle_event(struct vsk_host *h, const struct vsk_event *ev)
 {
-	int err;
-
 	switch (ev->action) {
 	case VSK_EV_ADD_LUN:
-		err = scsi_add_device(h->shost, 0, ev->target, ev->lun);
-		if (err)
-			shost_printk(KERN_WARNING, h->shost, "adding %u:%u failed: %d\n",
-				     ev->target, ev->lun, err);
+		vsk_add_lun(h, ev->target, ev->lun);
 		break;
 	case VSK_EV_REMOVE_LUN:
 		vsk_remove_lun(h, ev->target, ev->lun);
@@ -850,20 +959,21 @@ static void vsk_reclaim(struct vsk_host *h)
 	unsigned long fl;
 	u32 i;
 
+	/* A re-initialisation that failed left no virtqueues, and nothing to reclaim. */
 	for (i = 0; i < h->nreq; i++) {
 		spin_lock_irqsave(&h->req[i].lock, fl);
-		while ((sc = virtqueue_detach_unused_buf(h->req[i].vq))) {
+		while (h->req[i].vq && (sc = virtqueue_detach_unused_buf(h->req[i].vq))) {
 			sc->result = DID_RESET << 16;
 			vsk_scsi_done(sc);
 		}
 		spin_unlock_irqrestore(&h->req[i].lock, fl);
 	}
 	spin_lock_irqsave(&h->ctrl.lock, fl);
-	while ((t = virtqueue_detach_unused_buf(h->ctrl.vq)))
+	while (h->ctrl.vq && (t = virtqueue_detach_unused_buf(h->ctrl.vq)))
 		vsk_complete_tmf(h, t, 0); /* its response still says "not answered" */
 	spin_unlock_irqrestore(&h->ctrl.lock, fl);
 	spin_lock_irqsave(&h->event.lock, fl);
-	while ((n = virtqueue_detach_unused_buf(h->event.vq)))
+	while (h->event.vq && (n = virtqueue_detach_unused_buf(h->event.vq)))
 		n->state = VSK_NODE_IDLE;
 	spin_unlock_irqrestore(&h->event.lock, fl);
 }
@@ -915,12 +1025,13 @@ static ssize_t vscsi_stats_show(struct device *dev, struct device_attribute *att
 	n = scnprintf(buf, PAGE_SIZE,
 		      "abort %d\nlun_reset %d\ntarget_reset %d\nbus_reset %d\nhost_reset %d\n"
 		      "tmf_failed %d\nevents %d\nscans %d\nremovals %d\nrestores %d\n"
-		      "legacy %d\nrequest_queues %u\n",
+		      "needs_reset %d\nlegacy %d\nrequest_queues %u\n",
 		      atomic_read(&s->abort), atomic_read(&s->lun_reset),
 		      atomic_read(&s->target_reset), atomic_read(&s->bus_reset),
 		      atomic_read(&s->host_reset), atomic_read(&s->tmf_failed),
 		      atomic_read(&s->events), atomic_read(&s->scans), atomic_read(&s->removals),
-		      atomic_read(&s->restores), (h->flags & VSK_LEGACY) ? 1 : 0, h->nreq);
+		      atomic_read(&s->restores), atomic_read(&s->needs_reset),
+		      (h->flags & VSK_LEGACY) ? 1 : 0, h->nreq);
 	for (i = 0; i < h->nreq; i++)
 		n += scnprintf(buf + n, PAGE_SIZE - n, "queue%u %llu\n", i,
 			       (unsigned long long)READ_ONCE(h->req[i].commands));
@@ -995,6 +1106,8 @@ static int vsk_probe(struct virtio_device *vdev)
 	h->nreq = lim.request_queues;
 	h->events_stopped = true;
 	mutex_init(&h->reset_mutex);
+	spin_lock_init(&h->reset_lock);
+	INIT_WORK(&h->reset_work, vsk_reset_work);
 	INIT_WORK(&h->rescan_work, vsk_rescan_work);
 	spin_lock_init(&h->ctrl.lock);
 	spin_lock_init(&h->event.lock);
@@ -1033,7 +1146,7 @@ static int vsk_probe(struct virtio_device *vdev)
 	dev_info(&vdev->dev,
 		 "vscsi: %s device, %u request queue(s) of %u, %u segments, %u targets, %u LUNs\n",
 		 flags & VSK_LEGACY ? "legacy" : "virtio 1.x", h->nreq, lim.can_queue,
-		 lim.sg_tablesize, lim.max_id, lim.max_lun);
+		 lim.sg_tablesize, lim.max_id, lim.max_lun - VSK_FLAT_LUN_NAME);
 	scsi_scan_host(shost);
 	return 0;
 
@@ -1049,7 +1162,8 @@ static void vsk_remove(struct virtio_device *vdev)
 	struct Scsi_Host *shost = vdev->priv;
 	struct vsk_host *h = shost_priv(shost);
 
-	/* No event work may run once the host is gone, nor after this module is. */
+	/* No event or reset work may run once the host is gone, nor after this module is. */
+	vsk_stop_reset_work(h);
 	vsk_stop_events(h, true);
 	scsi_remove_host(shost);
 	vsk_teardown(h);
@@ -1100,6 +1214,7 @@ static struct virtio_driver vsk_driver = {
 	.id_table = vsk_ids,
 	.probe = vsk_probe,
 	.remove = vsk_remove,
+	.config_changed = vsk_config_changed,
 #ifdef CONFIG_PM_SLEEP
 	.freeze = vsk_freeze,
 	.restore = vsk_restore,

@@ -43,6 +43,7 @@ static_assert(VSK_AN_QUERY == uint32_t(vscsi::ctrl_type::an_query) &&
               "AN request types");
 static_assert(VSK_AN_MEDIA_CHANGE == vscsi::an_event::media_change && VSK_AN_DEVICE_BUSY == vscsi::an_event::device_busy,
               "AN event classes");
+static_assert(VSK_FLAT_LUN_NAME == vscsi::flat_space_name && VSK_MAX_LUN_NAME == vscsi::max_lun_name, "LUN names");
 static_assert(sizeof(vsk_cmd_result) == 12 && sizeof(vsk_event) == 16, "C structs have no hidden padding");
 
 constexpr uint8_t not_written = 0xff;
@@ -57,9 +58,11 @@ constexpr bool wrote(uint32_t flags, uint32_t used_len, uint32_t need) {
 
 inline void copy(void* dst, const void* src, uint32_t n) { __builtin_memcpy(dst, src, n); }
 
-bool encode(uint8_t target, uint64_t lun, uint8_t out[8]) {
-    if (lun > vscsi::max_lun_number) return false;
-    vscsi::write_lun(out, target, uint16_t(lun));
+// The 8-byte address of a target and a host LUN name; false for a name that addresses nothing.
+bool encode(uint8_t target, uint64_t name, uint8_t out[8]) {
+    const vscsi::decoded_lun d = vscsi::decode_lun_name(name);
+    if (!d.valid) return false;
+    vscsi::write_lun(out, target, d.lun);
     return true;
 }
 
@@ -98,10 +101,9 @@ uint32_t vsk_cmd_req(void* req, uint32_t flags, uint8_t target, uint64_t lun, ui
                      const uint8_t* cdb, uint32_t cdb_len) {
     using hdr = vscsi::cmd_req<VSK_CDB_SIZE>;
     if (!req || cdb_len > VSK_CDB_SIZE || (cdb_len && !cdb) || task_attr > VSK_TASK_HEAD_OF_QUEUE) return 0;
-    if (lun > vscsi::max_lun_number) return 0;
     // Written in place, field by field: this runs for every command.
     uint8_t* b = static_cast<uint8_t*>(req);
-    vscsi::write_lun(b + offsetof(hdr, lun), target, uint16_t(lun));
+    if (!encode(target, lun, b + offsetof(hdr, lun))) return 0;
     vscsi::virtio64 t;
     t.set(order_of(flags), tag);
     copy(b + offsetof(hdr, tag), &t, sizeof(t));
@@ -213,10 +215,11 @@ void vsk_event_decode(const void* buf, uint32_t flags, uint32_t used_len, vsk_ev
     ev.missed = (ev.event & vscsi::event_missed_flag) != 0;
     const vscsi::decoded_lun dl = vscsi::decode_lun(e.lun);
     // The REPORT LUNS well-known LU is no unit a host can add or remove.
-    ev.lun_valid = dl.valid && dl.lun <= vscsi::max_lun_number;
+    const vscsi::result<uint32_t> name = vscsi::lun_name(dl.lun);
+    ev.lun_valid = dl.valid && name.ok();
     if (ev.lun_valid) {
         ev.target = dl.target;
-        ev.lun = dl.lun;
+        ev.lun = name.value;
     }
     if (ev.missed) {
         // Events were lost: whatever this one says, only a full rescan is sure to be right.
@@ -229,9 +232,9 @@ void vsk_event_decode(const void* buf, uint32_t flags, uint32_t used_len, vsk_ev
         case vscsi::event_type::transport_reset:
             if (!ev.lun_valid) break;
             if (ev.reason == uint32_t(vscsi::reset_reason::rescan))
-                action = ev.lun == 0 ? VSK_EV_SCAN_TARGET : VSK_EV_ADD_LUN;
+                action = dl.lun == 0 ? VSK_EV_SCAN_TARGET : VSK_EV_ADD_LUN;
             else if (ev.reason == uint32_t(vscsi::reset_reason::removed))
-                action = ev.lun == 0 ? VSK_EV_SCAN_TARGET : VSK_EV_REMOVE_LUN;
+                action = dl.lun == 0 ? VSK_EV_SCAN_TARGET : VSK_EV_REMOVE_LUN;
             break;  // a HARD reset needs nothing from the host: unit attentions follow
         case vscsi::event_type::param_change: {
             if (!ev.lun_valid) break;
@@ -316,11 +319,12 @@ void vsk_compute_limits(const vsk_config* cfg, uint32_t max_queues, uint32_t vq_
     if (per_lun > l.can_queue) per_lun = l.can_queue;
     l.cmd_per_lun = per_lun;
 
-    // One target byte and a 14-bit LUN in the virtio-scsi address.
+    // One target byte and a 14-bit LUN in the virtio-scsi address. The host limits LUN names,
+    // and the device's LUNs are named in flat space up to 0x4000 | max_lun.
     const uint32_t targets = uint32_t(cfg->max_target) + 1;
     l.max_id = targets > 256 ? 256 : targets;
-    const uint64_t luns = uint64_t(cfg->max_lun) + 1;
-    l.max_lun = luns > uint64_t(vscsi::max_lun_number) + 1 ? uint32_t(vscsi::max_lun_number) + 1 : uint32_t(luns);
+    const uint32_t top = cfg->max_lun > vscsi::max_lun_number ? vscsi::max_lun_number : cfg->max_lun;
+    l.max_lun = vscsi::flat_space_name + top + 1;
     l.max_channel = 0;
     l.max_cmd_len = VSK_CDB_SIZE;
     *out = l;
@@ -332,6 +336,11 @@ uint32_t vsk_queue_size(uint32_t offered, uint32_t limit) {
     uint32_t p = 1;
     while (p <= m / 2) p <<= 1;
     return p;
+}
+
+uint32_t vsk_lun_alias(uint64_t name) {
+    const vscsi::result<uint32_t> a = vscsi::lun_name_alias(name);
+    return a.ok() ? a.value : VSK_NO_LUN;
 }
 
 const char* vsk_response_name(uint8_t response) { return vscsi::to_string(vscsi::response(response)); }

@@ -26,7 +26,7 @@ extern "C" {
 #endif
 
 /* Version of this interface; a glue built against another one refuses to compile. */
-#define VSK_INTERFACE_VERSION 1
+#define VSK_INTERFACE_VERSION 2
 
 /*
  * Sizes the driver negotiates and frames by: it writes VSK_CDB_SIZE and VSK_SENSE_SIZE into
@@ -63,6 +63,24 @@ extern "C" {
  */
 #define VSK_LEGACY 1u
 
+/*
+ * LUN names. Every LUN crossing this interface is named the way the host's SCSI layer names
+ * it (Linux's sdev->lun, in 2.6.18 as now): the first two bytes of the SAM LUN read as one
+ * big-endian number, as REPORT LUNS lists it. Names 0-255 are LUNs 0-255 in peripheral form;
+ * VSK_FLAT_LUN_NAME | n is LUN n (0-16383) in flat space: LUN 300 is 0x412c (16684). Other
+ * names address nothing virtio-scsi can reach, and every function here refuses them.
+ */
+#define VSK_FLAT_LUN_NAME 0x4000
+#define VSK_MAX_LUN_NAME 0x7fff
+#define VSK_NO_LUN 0xffffffffu
+
+/*
+ * The other name of the same LUN: one below 256 has two (n and VSK_FLAT_LUN_NAME | n), and a
+ * device may report it by either, so a glue looking a LUN up tries both. A name with no other
+ * form is returned as it is; VSK_NO_LUN for a name that addresses nothing.
+ */
+uint32_t vsk_lun_alias(uint64_t name);
+
 /* ---- commands ---- */
 
 /* Task attributes (SAM). */
@@ -71,9 +89,9 @@ extern "C" {
 #define VSK_TASK_HEAD_OF_QUEUE 2
 
 /*
- * Build a command request header in req (VSK_CMD_REQ_BYTES bytes). The CDB is copied and
- * zero-padded to VSK_CDB_SIZE. Returns VSK_CMD_REQ_BYTES, or 0 when the LUN cannot be
- * addressed (above 16383) or the CDB is longer than VSK_CDB_SIZE; req is then untouched.
+ * Build a command request header in req (VSK_CMD_REQ_BYTES bytes) for the LUN named lun. The
+ * CDB is copied and zero-padded to VSK_CDB_SIZE. Returns VSK_CMD_REQ_BYTES, or 0 when the
+ * name addresses no LUN or the CDB is longer than VSK_CDB_SIZE; req is then untouched.
  */
 uint32_t vsk_cmd_req(void *req, uint32_t flags, uint8_t target, uint64_t lun, uint64_t tag,
 		     uint8_t task_attr, const uint8_t *cdb, uint32_t cdb_len);
@@ -132,9 +150,9 @@ void vsk_cmd_resp(const void *resp, uint32_t flags, uint32_t used_len, uint32_t 
 #define VSK_TMF_QUERY_TASK_SET 7
 
 /*
- * Build a TMF request in req (VSK_TMF_REQ_BYTES). tag names the command for ABORT TASK and
- * QUERY TASK (the tag its command header carried); 0 otherwise. Returns VSK_TMF_REQ_BYTES,
- * or 0 for an unknown function or an unaddressable LUN.
+ * Build a TMF request in req (VSK_TMF_REQ_BYTES) for the LUN named lun. tag names the command
+ * for ABORT TASK and QUERY TASK (the tag its command header carried); 0 otherwise. Returns
+ * VSK_TMF_REQ_BYTES, or 0 for an unknown function or a name that addresses no LUN.
  */
 uint32_t vsk_tmf_req(void *req, uint32_t flags, uint32_t function, uint8_t target, uint64_t lun,
 		     uint64_t tag);
@@ -162,7 +180,8 @@ int vsk_tmf_resp(const void *resp, uint32_t flags, uint32_t used_len, uint8_t *r
 #define VSK_AN_MULTI_HOST 32
 #define VSK_AN_DEVICE_BUSY 64
 
-/* Build an AN query or subscribe request (VSK_AN_REQ_BYTES); 0 on bad arguments. */
+/* Build an AN query or subscribe request (VSK_AN_REQ_BYTES) for the LUN named lun; 0 on bad
+ * arguments. */
 uint32_t vsk_an_req(void *req, uint32_t flags, uint32_t type, uint8_t target, uint64_t lun,
 		    uint32_t events);
 /* Decode an AN response: returns the response code (0xff if not written), *event_actual set. */
@@ -184,7 +203,8 @@ enum vsk_event_action {
 struct vsk_event {
 	uint32_t event;   /* raw event word, missed flag included */
 	uint32_t reason;  /* reset reason, AN bits, or asc | ascq << 8 for PARAM_CHANGE */
-	uint32_t lun;     /* valid when action names a LUN or target */
+	uint32_t lun;     /* the LUN's name, as a SAM device reports it (0-255 in peripheral form,
+			   * VSK_FLAT_LUN_NAME | lun from 256); valid when lun_valid is */
 	uint8_t target;
 	uint8_t action;   /* enum vsk_event_action */
 	uint8_t missed;   /* EVENTS_MISSED was set */
@@ -239,7 +259,8 @@ struct vsk_host_limits {
 	uint32_t max_sectors;    /* 512-byte sectors per command */
 	uint32_t cmd_per_lun;    /* in [1, can_queue] */
 	uint32_t max_id;         /* targets: max_target + 1, at most 256 */
-	uint32_t max_lun;        /* LUNs: max_lun + 1, at most 16384 */
+	uint32_t max_lun;        /* LUN names: VSK_FLAT_LUN_NAME + max_lun + 1, at most 0x8000, so
+				  * the flat-space names of the device's LUNs get through */
 	uint32_t max_channel;    /* always 0: virtio-scsi has one channel */
 	uint32_t max_cmd_len;    /* VSK_CDB_SIZE */
 };

@@ -50,14 +50,15 @@ def tool_paths(names):
 
 
 def guest(work, ko, qemu_args, name='guest', smp='1,maxcpus=2', mem='1G', ship=(), tools=TOOLS,
-          kernel_args=''):
-    """A Guest with our module at /lib/modules/extra/virtio_scsi.ko, not loaded yet."""
+          kernel_args='', files=None):
+    """A Guest with our module at /lib/modules/extra/virtio_scsi.ko, not loaded yet; files
+    maps more guest paths to host files."""
     release = kernel_release()
     built_for = module_release(ko)
     if built_for != release:
         raise GuestError(f'{ko} was built for {built_for!r} but the guest kernel is {release!r}: '
                          f'configure with -Dkernel_dir=/lib/modules/{release}/build')
-    files = {}
+    files = dict(files or {})
     for p in tool_paths(tools):
         files['/usr/bin/' + os.path.basename(p)] = p
     return Guest(os.path.join(work, name), modules=['virtio_pci'],

@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstring>
 #include <string>
+#include <utility>
 #include <vector>
 #include <linux/virtio_scsi.h>
 
@@ -122,7 +123,7 @@ TEST_CASE("command request header", "[kmod][cmd]") {
     const uint8_t cdb[10] = {0x28, 0, 0x12, 0x34, 0x56, 0x78, 0, 0, 8, 0};
     uint8_t buf[VSK_CMD_REQ_BYTES + 4];
     std::memset(buf, 0xee, sizeof(buf));
-    REQUIRE(vsk_cmd_req(buf, 0, 3, 0x123, 0x1122334455667788ull, VSK_TASK_SIMPLE, cdb, sizeof(cdb)) ==
+    REQUIRE(vsk_cmd_req(buf, 0, 3, 0x4123, 0x1122334455667788ull, VSK_TASK_SIMPLE, cdb, sizeof(cdb)) ==
             VSK_CMD_REQ_BYTES);
     virtio_scsi_cmd_req r;
     std::memcpy(&r, buf, sizeof(r));
@@ -138,24 +139,31 @@ TEST_CASE("command request header", "[kmod][cmd]") {
 
     SECTION("a legacy device on a little-endian guest frames the same bytes") {
         uint8_t legacy[VSK_CMD_REQ_BYTES];
-        REQUIRE(vsk_cmd_req(legacy, VSK_LEGACY, 3, 0x123, 0x1122334455667788ull, 0, cdb, sizeof(cdb)) ==
+        REQUIRE(vsk_cmd_req(legacy, VSK_LEGACY, 3, 0x4123, 0x1122334455667788ull, 0, cdb, sizeof(cdb)) ==
                 VSK_CMD_REQ_BYTES);
         CHECK(std::memcmp(legacy, buf, VSK_CMD_REQ_BYTES) == 0);
     }
-    SECTION("LUN 0 and the largest LUN") {
-        REQUIRE(vsk_cmd_req(buf, 0, 255, 16383, 1, 0, cdb, 6) == VSK_CMD_REQ_BYTES);
-        const uint8_t top[8] = {1, 255, 0x7f, 0xff, 0, 0, 0, 0};
-        CHECK(std::memcmp(buf, top, 8) == 0);
-        REQUIRE(vsk_cmd_req(buf, 0, 0, 0, 1, 0, cdb, 6) == VSK_CMD_REQ_BYTES);
-        const uint8_t zero[8] = {1, 0, 0x40, 0, 0, 0, 0, 0};
-        CHECK(std::memcmp(buf, zero, 8) == 0);
+    SECTION("LUN names at the edges: 0, 255, 256 and 16383 (flat space), LUN 5 by either name") {
+        struct named {
+            uint64_t name;
+            uint8_t b2, b3;
+        };
+        for (const named& n : {named{0, 0x40, 0}, named{5, 0x40, 5}, named{0x4005, 0x40, 5}, named{255, 0x40, 0xff},
+                               named{0x4100, 0x41, 0}, named{16684, 0x41, 0x2c}, named{0x7fff, 0x7f, 0xff}}) {
+            INFO("name " << n.name);
+            REQUIRE(vsk_cmd_req(buf, 0, 255, n.name, 1, 0, cdb, 6) == VSK_CMD_REQ_BYTES);
+            const uint8_t want[8] = {1, 255, n.b2, n.b3, 0, 0, 0, 0};
+            CHECK(std::memcmp(buf, want, 8) == 0);
+        }
     }
     SECTION("what cannot be framed is refused and leaves the buffer alone") {
         uint8_t before[sizeof(buf)];
         std::memcpy(before, buf, sizeof(buf));
         uint8_t big[VSK_CDB_SIZE + 1] = {};
-        CHECK(vsk_cmd_req(buf, 0, 0, 16384, 1, 0, cdb, 6) == 0);
-        CHECK(vsk_cmd_req(buf, 0, 0, 1ull << 40, 1, 0, cdb, 6) == 0);
+        // Names no LUN has: peripheral form on another bus (LUN numbers 256 and 16383 taken
+        // for names), past flat space, the well-known LU, more than one level.
+        for (uint64_t bad : {256ull, 16383ull, 0x8000ull, 0xc101ull, 0x10000ull, 1ull << 40})
+            CHECK(vsk_cmd_req(buf, 0, 0, bad, 1, 0, cdb, 6) == 0);
         CHECK(vsk_cmd_req(buf, 0, 0, 0, 1, 0, big, sizeof(big)) == 0);
         CHECK(vsk_cmd_req(buf, 0, 0, 0, 1, 7, cdb, 6) == 0);
         CHECK(vsk_cmd_req(buf, 0, 0, 0, 1, 0, nullptr, 6) == 0);
@@ -267,7 +275,16 @@ TEST_CASE("TMF requests and responses", "[kmod][tmf]") {
     CHECK(t.subtype == VIRTIO_SCSI_T_TMF_I_T_NEXUS_RESET);
     CHECK(t.lun[1] == 7);
     CHECK(vsk_tmf_req(buf, 0, 8, 0, 0, 0) == 0);
-    CHECK(vsk_tmf_req(buf, 0, VSK_TMF_LUN_RESET, 0, 16384, 0) == 0);
+    REQUIRE(vsk_tmf_req(buf, 0, VSK_TMF_LUN_RESET, 3, 16684, 0) == VSK_TMF_REQ_BYTES);  // LUN 300
+    std::memcpy(&t, buf, sizeof(t));
+    const uint8_t lun300[8] = {1, 3, 0x41, 0x2c, 0, 0, 0, 0};
+    CHECK(std::memcmp(t.lun, lun300, 8) == 0);
+    REQUIRE(vsk_tmf_req(buf, 0, VSK_TMF_LUN_RESET, 3, 32767, 0) == VSK_TMF_REQ_BYTES);  // LUN 16383
+    std::memcpy(&t, buf, sizeof(t));
+    CHECK(t.lun[2] == 0x7f);
+    CHECK(t.lun[3] == 0xff);
+    CHECK(vsk_tmf_req(buf, 0, VSK_TMF_LUN_RESET, 0, 300, 0) == 0);
+    CHECK(vsk_tmf_req(buf, 0, VSK_TMF_LUN_RESET, 0, 32768, 0) == 0);
 
     uint8_t code = 0;
     uint8_t r = VIRTIO_SCSI_S_OK;
@@ -298,6 +315,11 @@ TEST_CASE("AN requests and responses", "[kmod][an]") {
     CHECK(a.event_requested == (16 | 64));
     CHECK(vsk_an_req(buf, 0, VIRTIO_SCSI_T_TMF, 0, 0, 0) == 0);
     CHECK(vsk_an_req(buf, 0, VSK_AN_QUERY, 0, 0, 1) == 0);  // bit 0 names no event class
+    CHECK(vsk_an_req(buf, 0, VSK_AN_QUERY, 0, 300, VSK_AN_MEDIA_CHANGE) == 0);  // no such name
+    REQUIRE(vsk_an_req(buf, 0, VSK_AN_QUERY, 0, 16684, VSK_AN_MEDIA_CHANGE) == VSK_AN_REQ_BYTES);
+    std::memcpy(&a, buf, sizeof(a));
+    CHECK(a.lun[2] == 0x41);
+    CHECK(a.lun[3] == 0x2c);
 
     virtio_scsi_ctrl_an_resp resp{};
     resp.event_actual = 16;
@@ -333,6 +355,34 @@ TEST_CASE("events decode to the rescan the host needs", "[kmod][event]") {
     CHECK(decode_event(event_bytes(reset, lun3, 9)).action == VSK_EV_NONE);
     CHECK(decode_event(event_bytes(reset, garbage, VIRTIO_SCSI_EVT_RESET_RESCAN)).action == VSK_EV_NONE);
     CHECK(decode_event(event_bytes(reset, garbage, VIRTIO_SCSI_EVT_RESET_RESCAN)).lun_valid == 0);
+
+    // LUNs from 256 on are named in flat space, whichever form the device wrote below 256.
+    for (const auto& [raw, name] : {std::pair<std::vector<uint8_t>, uint32_t>{{1, 4, 0x41, 0x2c, 0, 0, 0, 0}, 16684},
+                                    {{1, 4, 0x7f, 0xff, 0, 0, 0, 0}, 32767},
+                                    {{1, 4, 0x41, 0x00, 0, 0, 0, 0}, 0x4100},
+                                    {{1, 4, 0x40, 0xff, 0, 0, 0, 0}, 255},
+                                    {{1, 4, 0x00, 0xff, 0, 0, 0, 0}, 255}}) {
+        INFO("name " << name);
+        for (uint32_t reason : {uint32_t(VIRTIO_SCSI_EVT_RESET_RESCAN), uint32_t(VIRTIO_SCSI_EVT_RESET_REMOVED)}) {
+            const auto ev = decode_event(event_bytes(reset, raw, reason));
+            CHECK(ev.action == (reason == VIRTIO_SCSI_EVT_RESET_RESCAN ? VSK_EV_ADD_LUN : VSK_EV_REMOVE_LUN));
+            CHECK(ev.lun == name);
+            CHECK(ev.target == 4);
+        }
+        const auto pc = decode_event(event_bytes(VIRTIO_SCSI_T_PARAM_CHANGE, raw, 0x2a | 0x09 << 8));
+        CHECK(pc.action == VSK_EV_RESCAN_LUN);
+        CHECK(pc.lun == name);
+    }
+    // LUN 0 in flat form stands for the whole target too; addresses no LUN has are ignored.
+    CHECK(decode_event(event_bytes(reset, {1, 4, 0x40, 0, 0, 0, 0, 0}, VIRTIO_SCSI_EVT_RESET_RESCAN)).action ==
+          VSK_EV_SCAN_TARGET);
+    for (const std::vector<uint8_t>& bad : {std::vector<uint8_t>{1, 4, 0x01, 0x2c, 0, 0, 0, 0},
+                                            std::vector<uint8_t>{1, 4, 0x80, 0x01, 0, 0, 0, 0},
+                                            std::vector<uint8_t>{1, 4, 0xc1, 0x01, 0, 0, 0, 0}}) {
+        const auto ev = decode_event(event_bytes(reset, bad, VIRTIO_SCSI_EVT_RESET_RESCAN));
+        CHECK(ev.action == VSK_EV_NONE);
+        CHECK(ev.lun_valid == 0);
+    }
 
     // PARAM_CHANGE: asc | ascq << 8.
     auto p = decode_event(event_bytes(VIRTIO_SCSI_T_PARAM_CHANGE, lun3, 0x2a | 0x09 << 8));
@@ -457,7 +507,7 @@ TEST_CASE("host limits follow the configuration", "[kmod][config]") {
     CHECK(l.max_sectors == 0xffff);
     CHECK(l.cmd_per_lun == 128);
     CHECK(l.max_id == 256);
-    CHECK(l.max_lun == 16384);
+    CHECK(l.max_lun == 0x8000);  // LUN 16383 is named 0x7fff
     CHECK(l.max_channel == 0);
     CHECK(l.max_cmd_len == VSK_CDB_SIZE);
 
@@ -477,16 +527,21 @@ TEST_CASE("host limits follow the configuration", "[kmod][config]") {
     CHECK(l.max_sectors == 0xffff);
     CHECK(l.cmd_per_lun == 1);
     CHECK(l.max_id == 1);
-    CHECK(l.max_lun == 1);
+    CHECK(l.max_lun == 0x4001);  // LUN 0 by either name
 
     vsk_config huge{};
     huge.max_lun = 0xffffffff;
     huge.max_target = 0xffff;
     huge.cmd_per_lun = 100000;
     vsk_compute_limits(&huge, 1, 64, 1, 0, &l);
-    CHECK(l.max_lun == 16384);
+    CHECK(l.max_lun == 0x8000);
     CHECK(l.max_id == 256);
     CHECK(l.cmd_per_lun == 64);
+
+    vsk_config some{};  // LUNs up to 255: their flat names fit
+    some.max_lun = 255;
+    vsk_compute_limits(&some, 1, 64, 1, 0, &l);
+    CHECK(l.max_lun == 0x4100);
 }
 
 TEST_CASE("queue-size down-negotiation", "[kmod][queue]") {
@@ -518,4 +573,16 @@ TEST_CASE("an unanswered response never reads as success", "[kmod][resp]") {
     vsk_ctrl_resp_init(&an, sizeof(an));
     uint32_t actual = 0;
     CHECK(vsk_an_resp(&an, VSK_LEGACY, 0, &actual) != VIRTIO_SCSI_S_OK);
+}
+
+TEST_CASE("the other name of a LUN", "[kmod][lun]") {
+    CHECK(vsk_lun_alias(0) == 0x4000);
+    CHECK(vsk_lun_alias(7) == 0x4007);
+    CHECK(vsk_lun_alias(0x4007) == 7);
+    CHECK(vsk_lun_alias(255) == 0x40ff);
+    CHECK(vsk_lun_alias(16684) == 16684);
+    CHECK(vsk_lun_alias(VSK_MAX_LUN_NAME) == VSK_MAX_LUN_NAME);
+    CHECK(vsk_lun_alias(256) == VSK_NO_LUN);
+    CHECK(vsk_lun_alias(VSK_MAX_LUN_NAME + 1) == VSK_NO_LUN);
+    CHECK(vsk_lun_alias(1ull << 32) == VSK_NO_LUN);
 }

@@ -3,7 +3,10 @@
 is aborted (ABORT TASK succeeds once the device lets go of it); one held back for good makes
 the abort time out and the midlayer escalate to a LUN reset; sg_reset drives the device,
 target, bus and host reset handlers. QEMU's own trace of the TMFs it received confirms each
-one reached the device, and the disks keep working (and keep their data) after every step."""
+one reached the device, and the disks keep working (and keep their data) after every step.
+Last, DEVICE_NEEDS_RESET: the module's test hook sends one malformed request, QEMU sets the
+status bit and stops processing, and the module resets and re-initialises the device with
+I/O running; the I/O goes on with its data intact."""
 import os
 import re
 import time
@@ -116,6 +119,33 @@ done''')
             r.check('host reset re-initialised the device', delta(before, after, 'restores') == 1, after)
         ok, out = kmodlib.write_verify(g, db, mib=4, seed=10 + len(key), offset_mib=8)
         r.check(f'disk B works after sg_reset {flag}', ok, out)
+
+    # 4. DEVICE_NEEDS_RESET, with the I/O on disk A running: one read goes out with a header a
+    # byte short; QEMU stops the device and sets NEEDS_RESET; the module resets it.
+    before = kmodlib.stats(g)
+    rc, count_before = g.run('cat /tmp/io.count')
+    rc, out = g.run('echo 1 > /sys/module/virtio_scsi/parameters/test_malformed_requests && '
+                    f'dd if=/dev/{db} of=/dev/null bs=4k count=16 iflag=direct 2>&1 && '
+                    'cat /sys/module/virtio_scsi/parameters/test_malformed_requests', timeout=300)
+    after = kmodlib.stats(g)
+    r.check('a read during DEVICE_NEEDS_RESET completes (retried after the reset); the hook fired once',
+            rc == 0 and out.split()[-1:] == ['0'], out)
+    with open(os.path.join(work, 'guest', 'console.log'), errors='replace') as f:
+        qemu_said = 'wrong size for virtio-scsi headers' in f.read()
+    r.check('QEMU took the short header for a malformed request', qemu_said)
+    r.check('the module saw DEVICE_NEEDS_RESET once and re-initialised the device, without the error handler',
+            delta(before, after, 'needs_reset') == 1 and delta(before, after, 'restores') == 1 and
+            delta(before, after, 'host_reset') == 0 and delta(before, after, 'abort') == 0, after)
+    dmesg = g.dmesg()
+    r.check('dmesg shows the reset', 'device needs reset: resetting and re-initialising it' in dmesg,
+            dmesg[-2000:])
+    time.sleep(2)
+    rc, count_after = g.run('cat /tmp/io.count; cat /tmp/io.bad')
+    r.check('I/O on disk A went on after the reset, intact',
+            count_after.split()[:1] != count_before.split()[:1] and len(count_after.split()) == 1,
+            f'{count_before!r} {count_after!r}')
+    ok, out = kmodlib.write_verify(g, db, mib=4, seed=40, offset_mib=8)
+    r.check('disk B works after the reset', ok, out)
 
     rc, count = g.run('cat /tmp/io.count')
     time.sleep(2)

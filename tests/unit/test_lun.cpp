@@ -69,3 +69,103 @@ TEST_CASE("SAM single-level LUNs from REPORT LUNS", "[lun]") {
     const uint8_t extended[8] = {0xc1, 0x01, 0, 0, 0, 0, 0, 0};
     CHECK(!decode_sam_lun(extended).valid);
 }
+
+TEST_CASE("host LUN names: the number a LUN is reported and named by", "[lun][name]") {
+    // What a SAM device (QEMU) reports: peripheral form below 256, flat space above.
+    CHECK(lun_name(0).value == 0);
+    CHECK(lun_name(255).value == 255);
+    CHECK(lun_name(256).value == 0x4100);
+    CHECK(lun_name(300).value == 16684);  // Linux names LUN 300 H:C:T:16684
+    CHECK(lun_name(16383).value == 32767);
+    CHECK(lun_name(16383).ok());
+    CHECK(lun_name(16384).st == status::invalid_argument);
+    CHECK(lun_name(0xffffffffu).st == status::invalid_argument);
+    CHECK(lun_name(wlun_report_luns).st == status::invalid_argument);
+
+    // Every LUN number's name decodes back to it.
+    for (uint32_t lun = 0; lun <= max_lun_number; ++lun) {
+        const decoded_lun d = decode_lun_name(lun_name(lun).value);
+        REQUIRE(d.valid);
+        REQUIRE(d.lun == lun);
+    }
+    // Names at the edges: both forms of LUNs below 256, flat space up to 0x7fff.
+    CHECK(decode_lun_name(255).lun == 255);
+    CHECK(decode_lun_name(0x4000).valid);
+    CHECK(decode_lun_name(0x4000).lun == 0);
+    CHECK(decode_lun_name(0x40ff).lun == 255);
+    CHECK(decode_lun_name(0x4100).lun == 256);
+    CHECK(decode_lun_name(0x7fff).lun == 16383);
+    // Peripheral form on another bus (256-0x3fff), extended and logical unit addressing
+    // (0x8000-0xffff), anything of more than one level: refused, never read as a LUN number.
+    for (uint64_t bad : {256ull, 300ull, 16383ull, 0x3fffull, 0x8000ull, 0xc101ull, 0xffffull, 0x10000ull,
+                         0x00020001ull, 1ull << 40}) {
+        INFO("name " << bad);
+        CHECK(!decode_lun_name(bad).valid);
+    }
+}
+
+TEST_CASE("host LUN names to 8-byte virtio addresses and back", "[lun][name]") {
+    lun_address a{};
+    // Names 0-255 address as they always did (flat form, 0x40 | hi).
+    REQUIRE(encode_lun_name(3, 5, a) == status::ok);
+    CHECK(b(a) == bytes{1, 3, 0x40, 5, 0, 0, 0, 0});
+    REQUIRE(encode_lun_name(3, 255, a) == status::ok);
+    CHECK(b(a) == bytes{1, 3, 0x40, 0xff, 0, 0, 0, 0});
+    // Flat-space names: the name's two bytes are the address's.
+    REQUIRE(encode_lun_name(3, 0x4100, a) == status::ok);
+    CHECK(b(a) == bytes{1, 3, 0x41, 0x00, 0, 0, 0, 0});
+    REQUIRE(encode_lun_name(3, 16684, a) == status::ok);
+    CHECK(b(a) == bytes{1, 3, 0x41, 0x2c, 0, 0, 0, 0});
+    REQUIRE(encode_lun_name(255, 32767, a) == status::ok);
+    CHECK(b(a) == bytes{1, 255, 0x7f, 0xff, 0, 0, 0, 0});
+    REQUIRE(encode_lun_name(3, 0x4005, a) == status::ok);  // LUN 5 named in flat form
+    CHECK(b(a) == bytes{1, 3, 0x40, 5, 0, 0, 0, 0});
+    // Unaddressable names leave the address alone.
+    const lun_address before = a;
+    for (uint64_t bad : {256ull, 300ull, 16383ull, 0x8000ull, 0xc101ull, 1ull << 32}) {
+        INFO("name " << bad);
+        CHECK(encode_lun_name(3, bad, a) == status::invalid_argument);
+        CHECK(b(a) == b(before));
+    }
+    // What QEMU writes in an event decodes to the LUN the name stands for.
+    for (uint32_t lun : {0u, 5u, 255u, 256u, 300u, 16383u}) {
+        const uint32_t n = lun_name(lun).value;
+        const uint8_t ev[8] = {1, 9, uint8_t(n >> 8), uint8_t(n & 0xff), 0, 0, 0, 0};
+        const decoded_lun d = decode_lun(ev);
+        CHECK(d.valid);
+        CHECK(d.target == 9);
+        CHECK(d.lun == lun);
+    }
+}
+
+TEST_CASE("the other name of a LUN", "[lun][name]") {
+    CHECK(lun_name_alias(0).value == 0x4000);
+    CHECK(lun_name_alias(5).value == 0x4005);
+    CHECK(lun_name_alias(255).value == 0x40ff);
+    CHECK(lun_name_alias(0x4005).value == 5);
+    CHECK(lun_name_alias(0x40ff).value == 255);
+    // From 256 on only flat space can name a LUN.
+    CHECK(lun_name_alias(0x4100).value == 0x4100);
+    CHECK(lun_name_alias(16684).value == 16684);
+    CHECK(lun_name_alias(32767).value == 32767);
+    CHECK(lun_name_alias(256).st == status::invalid_argument);
+    CHECK(lun_name_alias(32768).st == status::invalid_argument);
+}
+
+TEST_CASE("REPORT LUNS entries of both forms, at the edges", "[lun][name]") {
+    struct entry {
+        uint8_t b0, b1;
+        bool valid;
+        uint16_t lun;
+    };
+    for (const entry& e : {entry{0x00, 0x00, true, 0}, entry{0x00, 0xff, true, 255}, entry{0x40, 0x00, true, 0},
+                           entry{0x40, 0xff, true, 255}, entry{0x41, 0x00, true, 256}, entry{0x7f, 0xff, true, 16383},
+                           entry{0x01, 0x00, false, 0}, entry{0x3f, 0xff, false, 0}, entry{0x80, 0x00, false, 0},
+                           entry{0xc0, 0x00, false, 0}}) {
+        const uint8_t raw[8] = {e.b0, e.b1, 0, 0, 0, 0, 0, 0};
+        INFO("entry " << int(e.b0) << " " << int(e.b1));
+        const decoded_lun d = decode_sam_lun(raw);
+        CHECK(d.valid == e.valid);
+        if (e.valid) CHECK(d.lun == e.lun);
+    }
+}
