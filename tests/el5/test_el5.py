@@ -117,7 +117,7 @@ for d in BOOT:
 qemu += ['-trace', 'enable=virtio_scsi_tmf_req', '-D', trace]
 g = El5Guest(os.path.join(WORK, 'guest'), ASSETS, RELEASE, TOOL, modules=MODULES, qemu_args=qemu)
 
-kernel_log = []  # every line the guest kernel logged, collected case by case
+kernel_log = []  # every line the guest kernel logged from the first insmod on, case by case
 
 
 # ---- the guest's view ----
@@ -279,6 +279,9 @@ def case_harness():
 
 
 def case_load():
+    rc, boot = g.run('dmesg -c')  # the kernel's own boot (TCG makes it warn about its NMI watchdog)
+    with open(os.path.join(WORK, 'boot.log'), 'w') as fh:
+        fh.write(boot)
     ok, out = load(FIRST)
     r.check(f'insmod of the {FIRST} build as it was built (no fix-ups)', ok, out)
     log = collect_log()
@@ -572,7 +575,8 @@ TROUBLE = re.compile(r'BUG|Oops|general protection|WARNING|warning at|Call Trace
 def case_kernel_log():
     collect_log()
     trouble = [line for line in kernel_log if TROUBLE.search(line)]
-    r.check('no oops, BUG, warning, soft lockup or "scheduling while atomic" in the kernel log', not trouble,
+    r.check('no oops, BUG, warning, soft lockup or "scheduling while atomic" in the kernel log since insmod',
+            not trouble,
             '\n'.join(trouble))
     with open(os.path.join(WORK, 'kernel.log'), 'w') as fh:
         fh.write('\n'.join(kernel_log) + '\n')
@@ -606,7 +610,8 @@ def run_case(name, fn, *args):
             dump = os.path.join(WORK, f'stuck-{name}.log')
             with open(dump, 'w') as fh:
                 fh.write(g.task_dump())
-            r.check(f'{name}: the guest answered', False, f'{ex}\n(its tasks\' stacks: {dump})')
+            r.check(f'{name}: the guest answered', False,
+                    f'{ex}\n(its console: {g.workdir}/console.log; its tasks\' stacks: {dump})')
         except Exception:  # a check that could not even look (a disk missing, ...): this case fails
             r.check(f'{name}: ran to its end', False, traceback.format_exc())
     results.append((name, 'pass' if r.failed == failed else 'FAIL', time.monotonic() - started))
