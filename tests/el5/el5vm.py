@@ -24,7 +24,7 @@ from assets import OPTIONAL_MODULES, REQUIRED_MODULES  # noqa: E402
 PLAIN = re.compile(rb'[A-Za-z0-9_./:=,+@-]')
 LINE = 900  # characters per command line, well below the tty's 4095
 
-# Prints "H:C:T:L sdX sectors" for every disk and (re)creates its /dev node: without devtmpfs
+# Prints "H:C:T:L sdX sectors" for every disk and makes its /dev node: without devtmpfs
 # or udev, a disk found later (hot-plug, rescan) has no node until someone makes it. (The
 # shell's `read` must not read sysfs here: it polls first, and 2.6.18's sysfs never says
 # readable.)
@@ -33,8 +33,11 @@ for b in /sys/block/sd*; do
     [ -e "$b/dev" ] || continue
     n=${b##*/}
     dev=$(cat "$b/dev")
-    rm -f "/dev/$n"
-    mknod "/dev/$n" b "${dev%:*}" "${dev#*:}"
+    # Made again only when it is missing or stale: a disk in use must keep its node.
+    if [ "$(stat -c %t:%T "/dev/$n" 2>/dev/null)" != "$(printf %x:%x "${dev%:*}" "${dev#*:}")" ]; then
+        rm -f "/dev/$n"
+        mknod "/dev/$n" b "${dev%:*}" "${dev#*:}"
+    fi
     echo "$(basename "$(readlink "$b/device")") $n $(cat "$b/size")"
 done
 '''
