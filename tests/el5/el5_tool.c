@@ -62,26 +62,32 @@ static int noecho(void)
 	return 0;
 }
 
-static int blksz(const char *dev)
+/* One ioctl on a device node opened for it; 0, or 1 once said why. */
+static int dev_ioctl(const char *dev, int flags, unsigned long request, const char *what, void *arg)
 {
-	int fd, size;
+	int fd, err;
 
-	fd = open(dev, O_RDONLY | O_NONBLOCK);
+	fd = open(dev, flags | O_NONBLOCK);
 	if (fd < 0)
 		return fail("open", dev);
-	if (ioctl(fd, BLKSSZGET, &size) != 0) {
-		fail("BLKSSZGET", dev);
-		close(fd);
-		return 1;
-	}
+	err = ioctl(fd, request, arg) != 0 ? fail(what, dev) : 0;
 	close(fd);
+	return err;
+}
+
+static int blksz(const char *dev)
+{
+	int size;
+
+	if (dev_ioctl(dev, O_RDONLY, BLKSSZGET, "BLKSSZGET", &size))
+		return 1;
 	printf("%d\n", size);
 	return 0;
 }
 
 static int reset(const char *kind, const char *dev)
 {
-	int fd, how;
+	int how;
 
 	if (strcmp(kind, "device") == 0)
 		how = SG_SCSI_RESET_DEVICE;
@@ -91,16 +97,7 @@ static int reset(const char *kind, const char *dev)
 		how = SG_SCSI_RESET_HOST;
 	else
 		return usage();
-	fd = open(dev, O_RDWR | O_NONBLOCK);
-	if (fd < 0)
-		return fail("open", dev);
-	if (ioctl(fd, SG_SCSI_RESET, &how) != 0) {
-		fail("SG_SCSI_RESET", dev);
-		close(fd);
-		return 1;
-	}
-	close(fd);
-	return 0;
+	return dev_ioctl(dev, O_RDWR, SG_SCSI_RESET, "SG_SCSI_RESET", &how);
 }
 
 static long long now_ms(void)
@@ -119,7 +116,6 @@ static int sg_read(char **argv)
 	struct sg_io_hdr h;
 	long long start;
 	void *buf;
-	int fd;
 
 	if (lba < 0 || blocks < 1 || bs < 512 || timeout < 1)
 		return usage();
@@ -132,9 +128,6 @@ static int sg_read(char **argv)
 	buf = malloc(blocks * bs);
 	if (!buf)
 		return fail("malloc", "buffer");
-	fd = open(argv[0], O_RDWR | O_NONBLOCK);
-	if (fd < 0)
-		return fail("open", argv[0]);
 	memset(&h, 0, sizeof(h));
 	h.interface_id = 'S';
 	h.dxfer_direction = SG_DXFER_FROM_DEV;
@@ -146,14 +139,10 @@ static int sg_read(char **argv)
 	h.dxferp = buf;
 	h.timeout = timeout;
 	start = now_ms();
-	if (ioctl(fd, SG_IO, &h) != 0) {
-		fail("SG_IO", argv[0]);
-		close(fd);
+	if (dev_ioctl(argv[0], O_RDWR, SG_IO, "SG_IO", &h))
 		return 1;
-	}
 	printf("status %u host %u driver %u resid %d ms %lld\n", h.status, h.host_status,
 	       h.driver_status, h.resid, now_ms() - start);
-	close(fd);
 	free(buf);
 	return 0;
 }

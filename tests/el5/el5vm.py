@@ -142,9 +142,11 @@ class El5Guest(Guest):
             line += piece
         return lines + ([f'C {line}\n'] if line else [])
 
+    def _command_decoder(self):
+        return 'printf \'%b\' "$arg"'
+
     def _init_script(self):
         loads = '\n'.join(f'insmod /lib/modules/{m}.ko || echo "el5vm: insmod {m} failed"' for m in self.boot_modules)
-        # The loop reads "C <escaped text>" lines into a command and runs it on "E <n>".
         return f'''#!/bin/sh
 export PATH=/bin
 mount -t proc proc /proc
@@ -154,16 +156,7 @@ mount -t tmpfs tmpfs /tmp
 el5-tool noecho
 cd /tmp
 echo {READY}
-cmd=/tmp/.el5vm-cmd
-: > $cmd
-while read -r kind arg; do
-    case "$kind" in
-    C) printf '%b' "$arg" >> $cmd ;;
-    E) sh $cmd < /dev/null; rc=$?; : > $cmd; echo "@@VMLIB-DONE $arg $rc@@" ;;
-    esac
-done
-poweroff -f
-'''
+{self._command_loop()}'''
 
     def _build_initramfs(self):
         a = Cpio()

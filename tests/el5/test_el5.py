@@ -251,6 +251,16 @@ def unplug(d):
     g.qmp('device_del', id='hd-' + d.name)
 
 
+def toggle(d, plugged):
+    """Unplug d if it is in the set plugged, else plug it; the set follows."""
+    if d.name in plugged:
+        unplug(d)
+        plugged.discard(d.name)
+    else:
+        plug(d)
+        plugged.add(d.name)
+
+
 def throttle(d, **limits):
     args = dict(bps=0, bps_rd=0, bps_wr=0, iops=0, iops_rd=0, iops_wr=0)
     args.update(limits)
@@ -512,9 +522,6 @@ def case_reload(found):
 def case_unload():
     rounds = 6
     builds = ['meson', 'make', 'bare']
-    for d in SPARES:
-        d.node = d.name + '-node'
-        g.qmp('blockdev-add', **{'node-name': d.node, 'driver': 'raw', 'file': {'driver': 'file', 'filename': d.path}})
     plugged = set()
     rc, out = g.run('rmmod virtio_scsi')
     done = refused = 0
@@ -533,12 +540,7 @@ def case_unload():
         g.run_bg(f'sleep 0.{n * 3 % 10}; i=0; until rmmod virtio_scsi 2>/dev/null; do i=$((i + 1)); sleep 0.05; '
                  f'done; echo $i > /tmp/rmmod.{n}')
         for d in SPARES:
-            if d.name in plugged:
-                unplug(d)
-                plugged.discard(d.name)
-            else:
-                plug(d)
-                plugged.add(d.name)
+            toggle(d, plugged)
         deadline = time.monotonic() + 120
         while not g.run(f'[ -e /tmp/rmmod.{n} ]')[0] == 0 and time.monotonic() < deadline:
             time.sleep(0.5)
@@ -559,13 +561,7 @@ def case_unload():
     want = {d.key for d in BOOT} | {d.key for d in SPARES if d.name in plugged}
     found = wait_disks(lambda x: set(x) == want)
     r.check('exactly the disks the host has now are there', set(found) == want, f'{sorted(found)} want {sorted(want)}')
-    d = SPARES[0]
-    if d.name in plugged:
-        unplug(d)
-        plugged.discard(d.name)
-    else:
-        plug(d)
-        plugged.add(d.name)
+    toggle(SPARES[0], plugged)
     want = {x.key for x in BOOT} | {x.key for x in SPARES if x.name in plugged}
     found = wait_disks(lambda x: set(x) == want)
     r.check('hot-plug events still reach the module', set(found) == want, f'{sorted(found)} want {sorted(want)}')

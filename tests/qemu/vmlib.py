@@ -235,8 +235,6 @@ class Guest:
 
     def _init_script(self):
         boot_modules = ' '.join(m.replace('-', '_') for m in self.modules)
-        # The command loop: "C <base64>" lines accumulate a command, "E <n>" runs it and
-        # answers with its exit code. Output goes to the console as the command writes it.
         return f'''#!/bin/busybox sh
 /bin/busybox --install -s /bin
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
@@ -254,16 +252,7 @@ for m in {boot_modules}; do modprobe "$m" || echo "vmlib: modprobe $m failed"; d
 stty -F /dev/ttyS0 -echo 2>/dev/null
 cd /root
 echo {READY}
-cmd=/tmp/.vmlib-cmd
-: > $cmd
-while read -r kind arg; do
-    case "$kind" in
-    C) echo "$arg" | base64 -d >> $cmd ;;
-    E) sh $cmd < /dev/null; rc=$?; : > $cmd; echo "@@VMLIB-DONE $arg $rc@@" ;;
-    esac
-done
-poweroff -f
-'''
+{self._command_loop()}'''
 
     # ---- what another guest kind changes (tests/el5 boots RHEL5 kernels) ----
 
@@ -277,6 +266,24 @@ poweroff -f
         """The "C <chunk>" lines that carry a command to the init script's loop."""
         encoded = base64.b64encode(command.encode()).decode()
         return [f'C {encoded[i:i + CHUNK]}\n' for i in range(0, len(encoded), CHUNK)]
+
+    def _command_decoder(self):
+        """Shell that turns $arg of a "C" line back into the command's text."""
+        return 'echo "$arg" | base64 -d'
+
+    def _command_loop(self):
+        """The end of /init: "C <chunk>" lines accumulate a command, "E <n>" runs it and
+        answers with its exit code (DONE). Output goes to the console as the command writes it."""
+        return f'''cmd=/tmp/.vmlib-cmd
+: > $cmd
+while read -r kind arg; do
+    case "$kind" in
+    C) {self._command_decoder()} >> $cmd ;;
+    E) sh $cmd < /dev/null; rc=$?; : > $cmd; echo "@@VMLIB-DONE $arg $rc@@" ;;
+    esac
+done
+poweroff -f
+'''
 
     # ---- running ----
 
