@@ -130,7 +130,8 @@ class El5Guest(Guest):
         return os.path.join(self.assets, self.release, 'vmlinuz')
 
     def _kernel_append(self):
-        return 'console=ttyS0 loglevel=1 panic=-1'
+        # panic=1: 2.6.18 reboots (and QEMU, given -no-reboot, exits) only for a positive delay.
+        return 'console=ttyS0 loglevel=1 panic=1'
 
     def _command_lines(self, command):
         lines, line = [], ''
