@@ -154,9 +154,11 @@ int main(int argc, char** argv) {
         initiator<hosted_platform, transport_t> ini(transport);
         region ring = alloc_region(decltype(ini)::region_bytes(cfg), 0x100000000ull);
         region data = alloc_region(16u << 20, 0x7000000000ull);
+        // The driver's bookkeeping: ordinary memory, never given to the device.
+        region books = alloc_region(decltype(ini)::private_bytes(cfg), 0);
         map.add(ring.bus, ring.virt, ring.bytes);
         map.add(data.bus, data.virt, data.bytes);
-        const status s = ini.start(cfg, dma_region{ring.virt, ring.bus, ring.bytes});
+        const status s = ini.start(cfg, dma_region{ring.virt, ring.bus, ring.bytes}, private_region{books.virt, books.bytes});
         if (s != status::ok) {
             fmt::print(stderr, "vscsi-loopback-demo: device start failed: {}\n", to_string(s));
             rc = 1;
@@ -317,6 +319,7 @@ int main(int argc, char** argv) {
         }
         free(ring.virt);
         free(data.virt);
+        free(books.virt);
     };
     if (legacy) {
         legacy_pci<loopback::device> t(dev);

@@ -650,8 +650,47 @@ void device::interrupt(uint16_t qi) {
     }
 }
 
+void device::stomp() {
+    auto next = [this] {  // splitmix64
+        uint64_t z = (faults_.stomp_seed += 0x9e3779b97f4a7c15ull);
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+        return z ^ (z >> 31);
+    };
+    for (uint32_t k = 0; k < faults_.stomp_writes; ++k) {
+        const uint64_t r = next();
+        const uint64_t bytes = next();
+        const uint32_t n = 1 + uint32_t(r >> 61);
+        uint8_t* p = nullptr;
+        queue& q = queues_[(r >> 8) % queues_.size()];
+        if ((r & 3) == 0 && q.enabled && map_ring(q)) {
+            // A 16-bit field the other side acts on.
+            switch ((r >> 2) % 6) {
+                case 0: p = q.avail_p; break;                   // avail flags
+                case 1: p = q.avail_p + 2; break;               // avail idx
+                case 2: p = q.avail_p + 4 + 2 * q.size; break;  // used_event
+                case 3: p = q.used_p; break;                    // used flags
+                case 4: p = q.used_p + 2; break;                // used idx
+                default: p = q.used_p + 4 + 8 * q.size; break;  // avail_event
+            }
+            memcpy(p, &bytes, 2);
+        } else if (faults_.stomp_len) {
+            const uint64_t off = (r >> 16) % faults_.stomp_len;
+            const uint32_t len = uint32_t(std::min<uint64_t>(n, faults_.stomp_len - off));
+            p = mem_.translate(faults_.stomp_bus + off, len);
+            if (!p) continue;
+            memcpy(p, &bytes, len);
+        } else {
+            continue;
+        }
+        ++stats_.stomps;
+    }
+}
+
 uint32_t device::step() {
-    if (!(status_ & dev_status::driver_ok) || needs_reset_) return 0;
+    if (!(status_ & dev_status::driver_ok)) return 0;
+    if (faults_.stomp_writes) stomp();
+    if (needs_reset_) return 0;
     uint32_t done = 0;
     for (uint16_t qi = 0; qi < queues_.size(); ++qi) {
         if (qi == eventq_index) continue;

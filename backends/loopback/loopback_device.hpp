@@ -12,7 +12,8 @@
 // is recorded in violations(), and tests require that list to stay empty.
 //
 // Fault injection switches (faults()) make it hold or lose completions, answer with any
-// response code, lie in the used ring, refuse FEATURES_OK, set NEEDS_RESET and drop events.
+// response code, lie in the used ring, refuse FEATURES_OK, set NEEDS_RESET, drop events and
+// write random bytes anywhere in a DMA region (what a device behind an IOMMU can still do).
 //
 // Nothing here allocates after construction and queue setup, so allocation-counting tests
 // see only the driver.
@@ -105,6 +106,14 @@ struct faults {
     bool out_of_order = false;     // complete each batch in reverse order
     uint32_t reset_delay_polls = 0;  // status reads that still show the old value after reset
     uint32_t generation_churn = 0;   // config_generation changes on each of the next N reads
+    // Write anywhere in the DMA region [stomp_bus, stomp_bus + stomp_len): on every step() while
+    // DRIVER_OK is set, stomp_writes runs of 1-8 random bytes at random offsets, one in four
+    // aimed at a ring's index or event fields (avail/used idx, used_event, avail_event, flags).
+    // stomp_seed is the generator's state and moves on with every write.
+    uint32_t stomp_writes = 0;
+    uint64_t stomp_bus = 0;
+    uint64_t stomp_len = 0;
+    uint64_t stomp_seed = 1;
 };
 
 class device {
@@ -167,6 +176,7 @@ public:
     struct counters {
         uint64_t commands, tmfs, an, events_delivered, events_dropped, interrupts, notifies, resets;
         uint64_t aborted_by_tmf, reset_by_tmf;
+        uint64_t stomps;  // runs of random bytes written by faults().stomp_writes
     };
     const counters& stats() const { return stats_; }
     uint8_t status() const { return status_; }
@@ -259,6 +269,7 @@ private:
     void complete_cmd(uint16_t qi, uint16_t head, uint8_t response, uint8_t status, const uint8_t* sense,
                       uint32_t sense_len, uint32_t residual, uint32_t data_written);
     void interrupt(uint16_t qi);
+    void stomp();
     lun_store* lookup(uint8_t target, uint16_t lun);
     bool target_exists(uint8_t target) const;
 

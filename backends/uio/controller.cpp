@@ -110,8 +110,17 @@ bool controller::open(const open_options& o, std::string& err) {
     data_ = mem_.virt() + region_pages;
     data_bytes_ = mem_.bytes() - region_pages;
 
+    // The driver's bookkeeping stays out of the device's reach: ordinary memory, never mapped
+    // for DMA (initiator.hpp).
+    const size_t books = initiator_t::private_bytes(cfg);
+    books_.reset(static_cast<uint8_t*>(aligned_alloc(4096, (books + 4095) & ~size_t(4095))));
+    if (!books_) {
+        err = "out of memory for the driver's bookkeeping (" + std::to_string(books >> 10) + " KiB)";
+        return false;
+    }
+
     ini_ = std::make_unique<initiator_t>(*transport_);
-    const status s = ini_->start(cfg, dma_region{head.virt, head.bus, region});
+    const status s = ini_->start(cfg, dma_region{head.virt, head.bus, region}, private_region{books_.get(), books});
     if (s != status::ok) {
         err = fn_.bdf + ": device start failed: " + to_string(s) +
               (s == status::not_supported ? " (a queue larger than 1024 entries, or sense/CDB sizes it will not take)"
@@ -139,6 +148,7 @@ void controller::close() {
         ini_->stop(drop);  // device reset: no DMA after this
         ini_.reset();
     }
+    books_.reset();
     transport_.reset();
     if (bus_master_) bus_.set_bus_master(false);
     bus_master_ = false;

@@ -3,12 +3,14 @@
 //
 // open(): root check, pick the function, lock it against a second driver, bind it to
 // uio_pci_generic (if no driver has it), refuse an IOMMU that translates, open /dev/uioN, set Bus Master Enable, map the BARs,
-// choose the interface (modern when offered), take hugepage DMA memory, start the
-// initiator. close() resets the device before any of its memory goes away.
+// choose the interface (modern when offered), take hugepage DMA memory for what the device
+// may access and ordinary memory for the driver's own bookkeeping, start the initiator.
+// close() resets the device before any of its memory goes away.
 //
 // Completions are polled by default. In interrupt mode the waits sleep on /dev/uioN.
 #pragma once
 #include <stdint.h>
+#include <stdlib.h>
 
 #include <memory>
 #include <string>
@@ -132,6 +134,10 @@ private:
     dma_memory mem_;
     fast_clock clock_{10};
     std::unique_ptr<pci_transport> transport_;
+    struct free_deleter {
+        void operator()(void* p) const { free(p); }
+    };
+    std::unique_ptr<uint8_t, free_deleter> books_;  // the initiator's private region
     std::unique_ptr<initiator_t> ini_;
     sync_handler handler_;
     uint8_t* data_ = nullptr;

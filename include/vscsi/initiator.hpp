@@ -1,9 +1,13 @@
 // The virtio-scsi initiator: control, event and request queues over one device.
 //
-// One caller-provided DMA region holds everything (rings, indirect tables, request and
-// response headers, sense, event buffers, and the driver's private bookkeeping); its size is
-// initiator<...>::region_bytes(config), a constexpr function of the configuration. Nothing
-// allocates after start().
+// Two caller-provided regions hold everything. The DMA region, the only memory the device is
+// given, holds rings, indirect tables, request and response headers, sense and event buffers:
+// initiator<...>::region_bytes(config) bytes. The private region, which the device never
+// sees, holds the driver's bookkeeping (each ring's shadow and free list, request and
+// control slots, the free-slot stack, per-LUN load, scratch lists):
+// initiator<...>::private_bytes(config) bytes. Both sizes are constexpr functions of the
+// configuration; nothing allocates after start(). Behind an IOMMU that maps only the DMA
+// region, a device that lies cannot reach the driver's state at all.
 //
 // Concurrency: an initiator is not locked; its user serialises calls (a kernel's host lock,
 // or one polling thread per initiator in userspace).
@@ -208,34 +212,45 @@ public:
     initiator(const initiator&) = delete;
     initiator& operator=(const initiator&) = delete;
 
-    // Bytes of DMA region start() needs for this configuration (0 if the config is invalid).
+    // Bytes of DMA region start() needs for this configuration (0 if the config is invalid):
+    // device-visible memory only.
     static constexpr size_t region_bytes(const initiator_config& c) {
         if (!config_valid(c)) return 0;
         return layout_of(c).total;
     }
 
-    // Negotiate, configure and start the device in `mem` (aligned to ring_region_align).
-    status start(const initiator_config& c, dma_region mem) {
+    // Bytes of private region start() needs (0 if the config is invalid): ordinary memory,
+    // aligned to private_region_align, that the device is never given.
+    static constexpr size_t private_bytes(const initiator_config& c) {
+        if (!config_valid(c)) return 0;
+        return layout_of(c).private_total;
+    }
+
+    // Negotiate, configure and start the device in `dev` (aligned to ring_region_align),
+    // keeping the driver's bookkeeping in `priv` (which must not overlap `dev`).
+    status start(const initiator_config& c, dma_region dev, private_region priv) {
         if (!config_valid(c)) return status::invalid_argument;
         const layout l = layout_of(c);
-        if (mem.bytes < l.total) return status::too_small;
-        if ((reinterpret_cast<uintptr_t>(mem.virt) | mem.bus) & (ring_region_align - 1))
+        if (!dev.virt || dev.bytes < l.total) return status::too_small;
+        if ((reinterpret_cast<uintptr_t>(dev.virt) | dev.bus) & (ring_region_align - 1))
             return status::invalid_argument;
+        VSCSI_TRY(check_private_region(priv, l.private_total, dev));
         cfg_ = c;
-        mem_ = mem;
+        mem_ = dev;
+        priv_ = static_cast<uint8_t*>(priv.virt);
         lay_ = l;
-        slots_ = reinterpret_cast<slot*>(at(l.slots));
+        slots_ = reinterpret_cast<slot*>(priv_at(l.slots));
         slot_dma_ = reinterpret_cast<slot_dma*>(at(l.slot_dma));
-        ctrl_ = reinterpret_cast<ctrl_slot*>(at(l.ctrl_state));
-        free_stack_ = reinterpret_cast<uint16_t*>(at(l.free_stack));
-        lun_load_ = reinterpret_cast<uint16_t*>(at(l.lun_load));
-        scratch_out_ = reinterpret_cast<sg_entry*>(at(l.scratch));
+        ctrl_ = reinterpret_cast<ctrl_slot*>(priv_at(l.ctrl_state));
+        free_stack_ = reinterpret_cast<uint16_t*>(priv_at(l.free_stack));
+        lun_load_ = reinterpret_cast<uint16_t*>(priv_at(l.lun_load));
+        scratch_out_ = reinterpret_cast<sg_entry*>(priv_at(l.scratch));
         scratch_in_ = scratch_out_ + c.max_segments + 1;
         stats_ = initiator_stats{};
         seq_ = 1;
         // Before anything can fail: stop() and reset_device() walk this bookkeeping and the
-        // rings. The region may hold anything until now, and rings of an earlier start()
-        // may still point into a region the caller has since taken back.
+        // rings. The private region may hold anything until now, and rings of an earlier
+        // start() may still point into regions the caller has since taken back.
         clear_bookkeeping();
         ctrlq_ = split_ring<Platform>{};
         eventq_ = split_ring<Platform>{};
@@ -508,9 +523,23 @@ private:
         uint8_t pad1[11];
     };
 
+    // Where one part of every ring goes (the rings themselves, or their private shadows): the
+    // control and event queues' of `small` bytes each, then one of `req` bytes per request queue.
+    struct ring_places {
+        size_t ctrl, event, req, small, req_bytes;
+        constexpr size_t of_request(uint16_t q) const { return req + req_bytes * q; }
+    };
+    static constexpr ring_places place_rings(size_t small, size_t req, uint16_t queues, size_t& off) {
+        const ring_places r{off, off + small, off + 2 * small, small, req};
+        off += 2 * small + req * queues;
+        return r;
+    }
+
     struct layout {
-        size_t ctrl_ring, event_ring, req_rings, req_ring_bytes, small_ring_bytes;
-        size_t slot_dma, ctrl_dma, events, slots, ctrl_state, free_stack, lun_load, scratch, total;
+        ring_places rings;  // DMA region
+        size_t slot_dma, ctrl_dma, events, total;
+        ring_places shadows;  // private region
+        size_t slots, ctrl_state, free_stack, lun_load, scratch, private_total;
     };
 
     static constexpr bool config_valid(const initiator_config& c) {
@@ -546,14 +575,9 @@ private:
     static constexpr layout layout_of(const initiator_config& c) {
         layout l{};
         size_t off = 0;
-        l.small_ring_bytes = align_up(ring_region_bytes(planned_small_ring(c)), ring_region_align);
-        l.req_ring_bytes = align_up(ring_region_bytes(planned_request_ring(c)), ring_region_align);
-        l.ctrl_ring = off;
-        off += l.small_ring_bytes;
-        l.event_ring = off;
-        off += l.small_ring_bytes;
-        l.req_rings = off;
-        off += l.req_ring_bytes * c.max_request_queues;
+        l.rings = place_rings(align_up(ring_region_bytes(planned_small_ring(c)), ring_region_align),
+                              align_up(ring_region_bytes(planned_request_ring(c)), ring_region_align),
+                              c.max_request_queues, off);
         l.slot_dma = off;
         off += sizeof(slot_dma) * c.slots;
         off = align_up(off, 64);
@@ -562,26 +586,29 @@ private:
         off = align_up(off, 64);
         l.events = off;
         off += event_buffer_bytes * c.event_buffers;
-        // Private bookkeeping: never handed to the device.
-        off = align_up(off, 64);
-        l.slots = off;
-        off += sizeof(slot) * c.slots;
-        off = align_up(off, 64);
-        l.ctrl_state = off;
-        off += sizeof(ctrl_slot) * c.ctrl_slots;
-        l.free_stack = off;
-        off += sizeof(uint16_t) * c.slots;
-        off = align_up(off, 8);
-        l.lun_load = off;
-        off += sizeof(uint16_t) * lun_buckets;
-        off = align_up(off, 16);
-        l.scratch = off;
-        off += sizeof(sg_entry) * 2 * (c.max_segments + 1);
         l.total = align_up(off, ring_region_align);
+
+        // Private bookkeeping: never handed to the device. Every part starts on a cache line.
+        size_t p = 0;
+        l.shadows = place_rings(align_up(ring_private_bytes(planned_small_ring(c)), private_region_align),
+                                align_up(ring_private_bytes(planned_request_ring(c)), private_region_align),
+                                c.max_request_queues, p);
+        l.slots = p;
+        p = align_up(p + sizeof(slot) * c.slots, private_region_align);
+        l.ctrl_state = p;
+        p = align_up(p + sizeof(ctrl_slot) * c.ctrl_slots, private_region_align);
+        l.free_stack = p;
+        p = align_up(p + sizeof(uint16_t) * c.slots, private_region_align);
+        l.lun_load = p;
+        p = align_up(p + sizeof(uint16_t) * lun_buckets, private_region_align);
+        l.scratch = p;
+        p += sizeof(sg_entry) * 2 * (c.max_segments + 1);
+        l.private_total = align_up(p, private_region_align);
         return l;
     }
 
     uint8_t* at(size_t off) const { return static_cast<uint8_t*>(mem_.virt) + off; }
+    uint8_t* priv_at(size_t off) const { return priv_ + off; }
     slot_dma& dma_of(uint16_t i) const { return slot_dma_[i]; }
     ctrl_dma& ctrl_dma_of(uint16_t i) const { return reinterpret_cast<ctrl_dma*>(at(lay_.ctrl_dma))[i]; }
     uint8_t* event_buf(uint16_t i) const { return at(lay_.events) + size_t(i) * event_buffer_bytes; }
@@ -589,6 +616,7 @@ private:
     dma_region sub(size_t off, size_t bytes) const {
         return dma_region{at(off), mem_.bus + off, bytes};
     }
+    private_region priv_sub(size_t off, size_t bytes) const { return private_region{priv_at(off), bytes}; }
 
     // Hash of a LUN into a shared in-flight counter. Two LUNs that collide share one limit:
     // conservative, so no LUN ever exceeds cmd_per_lun (checklist 26).
@@ -658,11 +686,15 @@ private:
                      : dcfg_.event_info_size < sizeof(event)   ? uint32_t(sizeof(event))
                                                                : dcfg_.event_info_size;
 
-        VSCSI_TRY(setup_ring(ctrlq_, controlq_index, planned_small_ring(cfg_), lay_.ctrl_ring, lay_.small_ring_bytes));
-        VSCSI_TRY(setup_ring(eventq_, eventq_index, planned_small_ring(cfg_), lay_.event_ring, lay_.small_ring_bytes));
+        const ring_places& r = lay_.rings;
+        const ring_places& sh = lay_.shadows;
+        VSCSI_TRY(setup_ring(ctrlq_, controlq_index, planned_small_ring(cfg_), sub(r.ctrl, r.small),
+                             priv_sub(sh.ctrl, sh.small)));
+        VSCSI_TRY(setup_ring(eventq_, eventq_index, planned_small_ring(cfg_), sub(r.event, r.small),
+                             priv_sub(sh.event, sh.small)));
         for (uint16_t q = 0; q < nreq_; ++q)
             VSCSI_TRY(setup_ring(req_[q], uint16_t(first_request_queue + q), planned_request_ring(cfg_),
-                                 lay_.req_rings + lay_.req_ring_bytes * q, lay_.req_ring_bytes));
+                                 sub(r.of_request(q), r.req_bytes), priv_sub(sh.of_request(q), sh.req_bytes)));
 
         clear_bookkeeping();
 
@@ -688,7 +720,8 @@ private:
         next_scan_ = 0;
     }
 
-    status setup_ring(split_ring<Platform>& ring, uint16_t index, ring_config planned, size_t off, size_t bytes) {
+    status setup_ring(split_ring<Platform>& ring, uint16_t index, ring_config planned, dma_region dev,
+                      private_region priv) {
         Transport& t = dev_.transport();
         const uint32_t max = t.queue_max_size(index);
         if (max == 0) return status::no_device;
@@ -714,7 +747,7 @@ private:
         } else if (rc.indirect_tables > size) {
             rc.indirect_tables = uint16_t(size);
         }
-        VSCSI_TRY(ring.init(rc, sub(off, bytes)));
+        VSCSI_TRY(ring.init(rc, dev, priv));
         return t.setup_queue(index, size, ring.desc_bus(), ring.avail_bus(), ring.used_bus());
     }
 
@@ -1112,6 +1145,7 @@ private:
     virtio_device<Transport> dev_;
     initiator_config cfg_{};
     dma_region mem_{};
+    uint8_t* priv_ = nullptr;
     layout lay_{};
     virtio_order order_{};
     scsi_config_values dcfg_{};

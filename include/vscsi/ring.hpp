@@ -1,11 +1,12 @@
 // The split virtqueue, driver side (checklist F).
 //
-// Everything lives in one caller-provided region: the descriptor table, the available and
-// used rings, preallocated indirect tables, and the driver's private shadow of what it
-// posted. The device's memory is never trusted: the free list, chain lengths, tokens,
-// writable byte counts and which chains were published are kept in the shadow, every used
-// entry is checked against it, and the first lie latches the ring broken (the owner then
-// resets the device).
+// Two caller-provided regions: one the device may access (the descriptor table, the
+// available and used rings, preallocated indirect tables) and one it never sees (the
+// driver's private shadow of what it posted: the free list, chain lengths, tokens, writable
+// byte counts, which chains were published, the free indirect tables). The device's memory
+// is never trusted and never holds anything the driver relies on: every used entry is
+// checked against the shadow, and the first lie latches the ring broken (the owner then
+// resets the device). A device that writes anywhere it may write cannot reach the shadow.
 //
 // Barrier pairing (names used in comments below):
 //   [A] wmb before avail->idx: descriptors and avail entries visible before the index.
@@ -95,7 +96,8 @@ static_assert(sizeof(head_state) == 24, "head_state packing");
 inline constexpr uint16_t no_table = 0xffff;
 
 struct layout {
-    size_t desc, avail, used, indirect, heads, next, tables, total;
+    size_t desc, avail, used, indirect, total;  // device-visible region
+    size_t heads, next, tables, private_total;  // private region
 };
 
 constexpr bool config_valid(const ring_config& c) {
@@ -118,35 +120,44 @@ constexpr layout layout_of(const ring_config& c) {
     off = align_up(off, 16);
     l.indirect = off;
     if (c.indirect) off += size_t(c.indirect_tables) * c.indirect_max * sizeof(vring::desc);
-    off = align_up(off, 16);
-    l.heads = off;
-    off += sizeof(head_state) * c.size;
-    l.next = off;
-    off += sizeof(uint16_t) * c.size;
-    l.tables = off;
-    off += sizeof(uint16_t) * (c.indirect ? c.indirect_tables : 0);
     l.total = align_up(off, 16);
+    size_t p = 0;
+    l.heads = p;
+    p += sizeof(head_state) * c.size;
+    l.next = p;
+    p += sizeof(uint16_t) * c.size;
+    l.tables = p;
+    p += sizeof(uint16_t) * (c.indirect ? c.indirect_tables : 0);
+    l.private_total = align_up(p, private_region_align);
     return l;
 }
 }  // namespace ring_detail
 
-// Bytes of region a ring with this config needs; 0 for an invalid config.
+// Bytes of device-visible region a ring with this config needs; 0 for an invalid config.
 constexpr size_t ring_region_bytes(const ring_config& cfg) {
     return ring_detail::config_valid(cfg) ? ring_detail::layout_of(cfg).total : 0;
+}
+
+// Bytes of private region (private_region_align-aligned) it needs; 0 for an invalid config.
+constexpr size_t ring_private_bytes(const ring_config& cfg) {
+    return ring_detail::config_valid(cfg) ? ring_detail::layout_of(cfg).private_total : 0;
 }
 
 template <class Platform>
 class split_ring {
 public:
-    status init(const ring_config& cfg, dma_region mem) {
+    // `dev`: the rings, shared with the device; `priv`: the shadow, which must not overlap it.
+    status init(const ring_config& cfg, dma_region dev, private_region priv) {
         if (!ring_detail::config_valid(cfg)) return status::invalid_argument;
         const ring_detail::layout l = ring_detail::layout_of(cfg);
-        if (!mem.virt || mem.bytes < l.total) return status::too_small;
-        if ((reinterpret_cast<uintptr_t>(mem.virt) & 15) || (mem.bus & 15)) return status::invalid_argument;
-        if (cfg.legacy && ((reinterpret_cast<uintptr_t>(mem.virt) | mem.bus) & (legacy_used_align - 1)))
+        if (!dev.virt || dev.bytes < l.total) return status::too_small;
+        if ((reinterpret_cast<uintptr_t>(dev.virt) & 15) || (dev.bus & 15)) return status::invalid_argument;
+        if (cfg.legacy && ((reinterpret_cast<uintptr_t>(dev.virt) | dev.bus) & (legacy_used_align - 1)))
             return status::invalid_argument;
+        VSCSI_TRY(check_private_region(priv, l.private_total, dev));
         cfg_ = cfg;
-        mem_ = mem;
+        mem_ = dev;
+        priv_ = static_cast<uint8_t*>(priv.virt);
         lay_ = l;
         order_ = virtio_order{cfg.legacy};
         reset_state();
@@ -404,9 +415,10 @@ private:
     void reset_state() {
         uint8_t* b = base();
         for (size_t i = 0; i < lay_.total; ++i) b[i] = 0;  // used->flags = 0 (checklist 47)
-        heads_ = reinterpret_cast<ring_detail::head_state*>(b + lay_.heads);
-        next_ = reinterpret_cast<uint16_t*>(b + lay_.next);
-        tables_ = reinterpret_cast<uint16_t*>(b + lay_.tables);
+        for (size_t i = 0; i < lay_.private_total; ++i) priv_[i] = 0;
+        heads_ = reinterpret_cast<ring_detail::head_state*>(priv_ + lay_.heads);
+        next_ = reinterpret_cast<uint16_t*>(priv_ + lay_.next);
+        tables_ = reinterpret_cast<uint16_t*>(priv_ + lay_.tables);
         for (uint32_t i = 0; i < cfg_.size; ++i) {
             next_[i] = uint16_t((i + 1) & (cfg_.size - 1));
             heads_[i].table = ring_detail::no_table;
@@ -427,6 +439,7 @@ private:
 
     ring_config cfg_{};
     dma_region mem_{};
+    uint8_t* priv_ = nullptr;
     ring_detail::layout lay_{};
     virtio_order order_{};
     ring_detail::head_state* heads_ = nullptr;

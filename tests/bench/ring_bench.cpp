@@ -99,7 +99,8 @@ struct rig {
     loopback::device dev;
     transport_t transport;
     initiator_t ini;
-    uint8_t* mem = nullptr;
+    uint8_t* mem = nullptr;   // shared with the device
+    uint8_t* priv = nullptr;  // the driver's own
     uint8_t cdb[16];
     uint32_t cdb_len;
 
@@ -109,10 +110,13 @@ struct rig {
         c.slots = 256;
         c.max_segments = 4;
         const size_t bytes = initiator_t::region_bytes(c);
+        const size_t priv_bytes = initiator_t::private_bytes(c);
         mem = static_cast<uint8_t*>(aligned_alloc(4096, bytes));
+        priv = static_cast<uint8_t*>(aligned_alloc(private_region_align, priv_bytes));  // a multiple of it
         map.add(0x100000000ull, mem, bytes);
         dev.add_lun(0, 0, 8);
-        if (transport.probe() != status::ok || ini.start(c, dma_region{mem, 0x100000000ull, bytes}) != status::ok) {
+        if (transport.probe() != status::ok ||
+            ini.start(c, dma_region{mem, 0x100000000ull, bytes}, private_region{priv, priv_bytes}) != status::ok) {
             fmt::print(stderr, "vscsi-ring-bench: loopback bring-up failed\n");
             exit(1);
         }
@@ -130,6 +134,7 @@ struct rig {
     ~rig() {
         dev.stop_thread();
         free(mem);
+        free(priv);
     }
     static loopback::options options() {
         loopback::options o;

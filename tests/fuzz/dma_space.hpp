@@ -8,6 +8,9 @@
 #include <string.h>
 
 #include <map>
+#include <vector>
+
+#include <vscsi/platform.hpp>
 
 #include "fuzz_check.hpp"
 
@@ -59,6 +62,44 @@ private:
         size_t bytes;
     };
     std::map<uint64_t, region> regions_;
+};
+
+// The driver's private region: an allocation of exactly its size (so AddressSanitizer flags
+// any access past it), never part of a dma_space (so nothing the device does can reach it),
+// with a copy of what the driver left in it at the end of its last call.
+class private_books {
+public:
+    private_books() = default;
+    private_books(const private_books&) = delete;
+    private_books& operator=(const private_books&) = delete;
+    ~private_books() { free(p_); }
+
+    void allocate(size_t bytes, uint8_t fill) {
+        free(p_);
+        p_ = nullptr;
+        void* p = nullptr;
+        FUZZ_CHECK(bytes > 0 && posix_memalign(&p, vscsi::private_region_align, bytes) == 0,
+                   "allocating %zu private bytes", bytes);
+        p_ = static_cast<uint8_t*>(p);
+        bytes_ = bytes;
+        memset(p_, fill, bytes);  // garbage the driver must initialise
+        copy_.clear();
+    }
+    vscsi::private_region region() const { return vscsi::private_region{p_, bytes_}; }
+    size_t bytes() const { return bytes_; }
+
+    void snapshot() { copy_.assign(p_, p_ + bytes_); }
+    bool as_left() const { return copy_.empty() || memcmp(copy_.data(), p_, bytes_) == 0; }
+    size_t changed() const {
+        size_t n = 0;
+        for (size_t i = 0; i < copy_.size(); ++i) n += copy_[i] != p_[i];
+        return n;
+    }
+
+private:
+    uint8_t* p_ = nullptr;
+    size_t bytes_ = 0;
+    std::vector<uint8_t> copy_;
 };
 
 }  // namespace fuzz

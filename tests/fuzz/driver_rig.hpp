@@ -15,7 +15,16 @@
 //   - events decode to what the device wrote, short ones are dropped (modern), and the event
 //     queue is kept populated;
 //   - every chain the driver posts is well formed and framed by the negotiated sizes, uses
-//     memory of no chain in flight, and respects seg_max and cmd_per_lun.
+//     memory of no chain in flight, and respects seg_max and cmd_per_lun;
+//   - the driver's private region (its own allocation, never in the device's dma_space) is
+//     exactly as the driver left it whenever the driver is called again: nothing the device
+//     did between calls reached it.
+//
+// A device that writes anywhere in the DMA region (device_stomp) leaves the books of this
+// side behind: from then until the device is reset, the rig stops modelling rings and chains
+// and holds the driver to what no lie can excuse: nothing completes twice or unasked for,
+// completions name their own request with clamped lengths, the in-flight count is true,
+// the private region stays untouched, and AddressSanitizer sees no stray access.
 #pragma once
 #include <stdint.h>
 #include <stdio.h>
@@ -125,10 +134,11 @@ public:
             region_bus_ = region_bus;
             region_ = mem_.add(region_bus_, bytes, 4096, fill_);
             region_bytes_ = bytes;
+            books_.allocate(initiator_t::private_bytes(cfg_), fill_);
         }
         FUZZ_CHECK(reqs_.empty() && ctrls_.empty(), "start with requests outstanding");
         vscsi::status s = vscsi::status::ok;
-        call([&] { s = ini_->start(cfg_, vscsi::dma_region{region_, region_bus_, region_bytes_}); });
+        call([&] { s = ini_->start(cfg_, vscsi::dma_region{region_, region_bus_, region_bytes_}, books_.region()); });
         if (s == vscsi::status::ok) {
             FUZZ_CHECK(dev_.status() & vscsi::dev_status::driver_ok, "start succeeded without DRIVER_OK");
             check_started();
@@ -146,6 +156,7 @@ public:
         mem_.remove(region_bus_);
         region_bus_ += 0x10000000ull;
         region_ = mem_.add(region_bus_, region_bytes_, 4096, ++fill_);
+        books_.allocate(books_.bytes(), fill_);
         return start();
     }
 
@@ -189,8 +200,8 @@ public:
             if (res.ok()) {
                 r.ring = uint16_t(shape.queue % ini_->request_queues());
                 ring_peer* p = dev_.peer(uint16_t(vscsi::first_request_queue + r.ring));
-                FUZZ_CHECK(p, "submitted to request queue %u that is not set up", r.ring);
-                p->note_add();
+                FUZZ_CHECK(p || !dev_.tracking(), "submitted to request queue %u that is not set up", r.ring);
+                if (p) p->note_add();
                 r.tag = res.value;
                 r.deadline = now_ + (shape.timeout_ns ? shape.timeout_ns : cfg_.default_timeout_ns);
                 FUZZ_CHECK(!tag_to_ud_.count(r.tag), "tag %#llx handed out twice", (unsigned long long)r.tag);
@@ -232,7 +243,7 @@ public:
         call([&] { s = ini_->submit_tmf(function, target, lun, tag, c.user_data, now_); });
         expect_caller_ctrl_ = nullptr;
         if (s == vscsi::status::ok) {
-            FUZZ_CHECK(c.posted, "TMF accepted and not posted");
+            FUZZ_CHECK(c.posted || !dev_.tracking(), "TMF accepted and not posted");
             ctrls_[c.user_data] = c;
         }
         return s;
@@ -253,7 +264,7 @@ public:
         call([&] { s = ini_->submit_an(type, target, lun, events, c.user_data, now_); });
         expect_caller_ctrl_ = nullptr;
         if (s == vscsi::status::ok) {
-            FUZZ_CHECK(c.posted, "AN accepted and not posted");
+            FUZZ_CHECK(c.posted || !dev_.tracking(), "AN accepted and not posted");
             ctrls_[c.user_data] = c;
         }
         return s;
@@ -261,6 +272,11 @@ public:
 
     uint32_t poll() {
         if (!ini_) return 0;
+        if (!dev_.tracking()) {
+            uint32_t n = 0;
+            call([&] { n = ini_->poll(now_, rec_); });
+            return n;
+        }
         expectation e = predict();
         const uint64_t resets_before = dev_.resets();
         const uint64_t errors_before = ini_->stats().protocol_errors;
@@ -312,8 +328,10 @@ public:
             for (uint16_t i = 0; i < max_virtqueues; ++i)
                 if (ring_peer* p = dev_.peer(i)) owed |= p->used_idx() != p->last_used();
         bool pending = false;
+        const bool tracked = dev_.tracking();
         call([&] { pending = ini_->enable_interrupts(); });
-        if (running()) FUZZ_CHECK(pending == owed, "enable_interrupts says %d, used rings say %d", pending, owed);
+        if (running() && tracked)
+            FUZZ_CHECK(pending == owed, "enable_interrupts says %d, used rings say %d", pending, owed);
     }
 
     // Stop; if the device will not acknowledge the reset, let it, and stop again: after that
@@ -446,6 +464,31 @@ public:
         p->write(*c, off, b.data(), b.size());
     }
 
+    // A device that writes wherever it may: `n` bytes at `off` of the DMA region (where 0), or
+    // of one queue's used ring (1), available ring (2) or descriptor table (3), queue
+    // where >> 2. Ring indices, descriptors, headers, sense, event buffers: all of it.
+    void device_stomp(uint8_t where, uint32_t off, const uint8_t* bytes, uint8_t n) {
+        if (!ini_) return;
+        uint64_t base = region_bus_;
+        uint64_t len = region_bytes_;
+        if (where & 3) {
+            const hostile_device::queue& q = dev_.q(uint16_t((where >> 2) % max_virtqueues));
+            if (q.enabled) {
+                switch (where & 3) {
+                    case 1: base = q.used, len = 6 + 8ull * q.size; break;
+                    case 2: base = q.avail, len = 6 + 2ull * q.size; break;
+                    default: base = q.desc, len = 16ull * q.size; break;
+                }
+            }
+        }
+        const uint64_t at = base + off % len;
+        const uint64_t k = n < len - off % len ? n : len - off % len;
+        uint8_t* p = mem_.translate(at, k);
+        FUZZ_CHECK(p && at >= region_bus_ && at + k <= region_bus_ + region_bytes_, "stomp outside the DMA region");
+        memcpy(p, bytes, k);
+        dev_.stop_tracking();
+    }
+
     // A chain for the fuzzer to name: by its held order, or a request's by its user data.
     uint64_t outstanding_tag(uint8_t pick) const {
         if (reqs_.empty()) return 0;
@@ -521,15 +564,20 @@ private:
     template <class F>
     void call(F&& f, expectation* e = nullptr) {
         rec_.clear();
+        FUZZ_CHECK(books_.as_left(), "the driver's private region changed while the device ran (%zu bytes)",
+                   books_.changed());
         const uint64_t acks_before = dev_.reset_acks();
+        const bool tracked = dev_.tracking();
         std::set<uint64_t> before;
         for (const auto& kv : reqs_) before.insert(kv.first);
         f();
+        books_.snapshot();
         const bool reset_acked = dev_.reset_acks() > acks_before;
         if (reset_acked) ladder_deadlines_.clear();
-        take_new_chains();
+        // The books of this side start again with the rings the driver set up after a reset.
+        if (tracked || dev_.tracking()) take_new_chains();
         expectation none;
-        check_completions(e ? *e : none, reset_acked);
+        check_completions(e ? *e : none, reset_acked, tracked);
         if (reset_acked) {
             for (uint64_t ud : before)
                 FUZZ_CHECK(!reqs_.count(ud), "request %llu still outstanding after the device was reset",
@@ -542,14 +590,15 @@ private:
 
     // Standing invariants of a running initiator.
     void check_started() {
+        FUZZ_CHECK(ini_->sense_size() == dev_.live_sense_size() && ini_->cdb_size() == dev_.live_cdb_size(),
+                   "driver frames with sense %u cdb %u, device says %u %u", ini_->sense_size(), ini_->cdb_size(),
+                   dev_.live_sense_size(), dev_.live_cdb_size());
+        if (!dev_.tracking()) return;
         ring_peer* ev = dev_.peer(vscsi::eventq_index);
         FUZZ_CHECK(ev, "running without an event queue");
         const uint32_t want = cfg_.event_buffers < ev->size() ? cfg_.event_buffers : ev->size();
         FUZZ_CHECK(ev->held().size() == want, "event queue holds %zu buffers, %u posted at start (checklist 17)",
                    ev->held().size(), want);
-        FUZZ_CHECK(ini_->sense_size() == dev_.live_sense_size() && ini_->cdb_size() == dev_.live_cdb_size(),
-                   "driver frames with sense %u cdb %u, device says %u %u", ini_->sense_size(), ini_->cdb_size(),
-                   dev_.live_sense_size(), dev_.live_cdb_size());
     }
 
     chain* pick_chain(ring_peer& p, uint8_t pick, bool honest) {
@@ -822,7 +871,9 @@ private:
         return e;
     }
 
-    void check_completions(expectation& e, bool reset_acked) {
+    // tracked: this side kept the device's books through the call, so every completion must
+    // be one it predicted or one a reset reclaimed; after a stomp only what no lie excuses.
+    void check_completions(expectation& e, bool reset_acked, bool tracked) {
         for (const recorder::io& d : rec_.done) {
             const vscsi::io_completion& c = d.c;
             auto it = reqs_.find(c.user_data);
@@ -835,7 +886,10 @@ private:
             FUZZ_CHECK(c.sense_len <= ini_->sense_size() && c.sense_len <= 96, "sense_len %u past sense_size %u (checklist 10)",
                        c.sense_len, ini_->sense_size());
             auto x = e.io.find(c.user_data);
-            if (x != e.io.end()) {
+            if (!tracked) {
+                FUZZ_CHECK(c.outcome != vscsi::io_outcome::device_reset || reset_acked,
+                           "request completed as device_reset with no reset");
+            } else if (x != e.io.end()) {
                 const expected_io& w = x->second;
                 FUZZ_CHECK(c.response == w.response && c.scsi_status == w.status && c.status_qualifier == w.qualifier,
                            "response %u/%u/%u, device wrote %u/%u/%u", c.response, c.scsi_status, c.status_qualifier,
@@ -867,7 +921,9 @@ private:
             FUZZ_CHECK(it != ctrls_.end() && it->second.an == an, "control completion %llu: unknown or twice",
                        (unsigned long long)ud);
             auto x = e.ctrl.find(ud);
-            if (x != e.ctrl.end()) {
+            if (!tracked) {
+                FUZZ_CHECK(!device_reset || reset_acked, "control request completed as reset with no reset");
+            } else if (x != e.ctrl.end()) {
                 FUZZ_CHECK(!device_reset && response == x->second.response, "control response %u, expected %u",
                            response, x->second.response);
                 if (an) FUZZ_CHECK(actual == x->second.event_actual, "event_actual");
@@ -884,6 +940,7 @@ private:
         if (reset_acked)
             FUZZ_CHECK(ctrls_.empty(), "control requests outstanding after the device was reset");
 
+        if (!tracked) return;
         FUZZ_CHECK(rec_.events.size() == e.events.size(), "%zu events delivered, %zu expected", rec_.events.size(),
                    e.events.size());
         for (size_t i = 0; i < e.events.size(); ++i) {
@@ -905,6 +962,7 @@ private:
     uint8_t* region_ = nullptr;
     uint64_t region_bus_ = 0;
     size_t region_bytes_ = 0;
+    private_books books_;
     recorder rec_;
     uint64_t now_ = 1000;
     uint64_t next_ud_ = 1;

@@ -12,7 +12,9 @@
 //     lengths (clamped to the writable bytes), and the first lie latches the ring broken until
 //     reclaim_all(), which returns every token in flight once;
 //   - interrupt enable/disable write used_event / avail flags as the spec says, and enable
-//     reports completions already pending.
+//     reports completions already pending;
+//   - the ring's private shadow (its own allocation, outside the memory the device side
+//     reaches) is never changed by a device move.
 #include <stdint.h>
 
 #include <map>
@@ -42,6 +44,7 @@ enum op : uint8_t { add, publish, pop, pop_all, give_back, raw_entry, bump, set_
 struct harness {
     vscsi::ring_config cfg;
     dma_space mem;
+    private_books books;
     ring_t ring;
     std::unique_ptr<ring_peer> peer;
     std::map<uint16_t, uint32_t> head_token;  // the device's view: which token a head carries
@@ -54,7 +57,9 @@ struct harness {
         FUZZ_CHECK(bytes, "valid config rejected");
         uint8_t* p = mem.add(ring_bus, bytes, 4096, 0xcc);
         mem.add(data_bus, size_t(cfg.size) * token_stride, 16, 0x5a);
-        FUZZ_CHECK(ring.init(cfg, vscsi::dma_region{p, ring_bus, bytes}) == vscsi::status::ok, "init failed");
+        books.allocate(vscsi::ring_private_bytes(cfg), 0xcc);
+        FUZZ_CHECK(ring.init(cfg, vscsi::dma_region{p, ring_bus, bytes}, books.region()) == vscsi::status::ok,
+                   "init failed");
         fresh_peer();
     }
 
@@ -226,7 +231,8 @@ struct harness {
 
     void run(input& in) {
         for (unsigned step = 0; step < 600 && !in.done(); ++step) {
-            switch (op(in.u8() % n_ops)) {
+            const op o = op(in.u8() % n_ops);
+            switch (o) {
                 case add: do_add(in); break;
                 case publish: do_publish(); break;
                 case pop: do_pop(); break;
@@ -260,6 +266,11 @@ struct harness {
                 }
                 case n_ops: break;
             }
+            // A device move leaves the shadow as the ring's last call left it.
+            if (o == give_back || o == raw_entry || o == bump || o == set_idx || o == suppress)
+                FUZZ_CHECK(books.as_left(), "a device move changed %zu bytes of the ring's shadow", books.changed());
+            else
+                books.snapshot();
             check_counts();
         }
         do_reclaim();

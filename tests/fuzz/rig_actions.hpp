@@ -5,6 +5,7 @@
 #pragma once
 #include <stdint.h>
 
+#include <initializer_list>
 #include <vector>
 
 #include "driver_rig.hpp"
@@ -35,6 +36,7 @@ enum class act : uint8_t {
     interrupts,
     restart,         // stop, then start again
     config_change,   // the device changes a config value (generation bumped)
+    stomp,           // the device writes any bytes anywhere in the DMA region
     count
 };
 
@@ -267,6 +269,15 @@ void run_actions(Rig& rig, input& in, const act* table, size_t n_table, unsigned
                 rig.device().bump_generation();
                 break;
             }
+            case act::stomp: {
+                const uint8_t where = in.u8();
+                const uint32_t off = in.u16() | uint32_t(in.u8()) << 16;
+                uint8_t b[8];
+                const uint8_t n = uint8_t(1 + in.below(8));
+                for (uint8_t i = 0; i < n; ++i) b[i] = in.u8();
+                rig.device_stomp(where, off, b, n);
+                break;
+            }
             case act::count: break;
         }
     }
@@ -364,6 +375,13 @@ public:
     // field: 0 num_queues, 1 seg_max, 2 cmd_per_lun, 3 event_info_size, 4 own sense size,
     // 5 own cdb size, 6 honour writes again, 7 generation churn
     script& config_change(uint8_t field, uint8_t v) { return static_cast<script&>(op(act::config_change).u8(field).u8(0).u8(v)); }
+    // where: 0 anywhere in the DMA region, or 1 used ring, 2 avail ring, 3 descriptor table of
+    // virtqueue (where >> 2); off is taken modulo that part's size.
+    script& stomp(uint8_t where, uint32_t off, std::initializer_list<uint8_t> bytes) {
+        op(act::stomp).u8(where).u16(uint16_t(off)).u8(uint8_t(off >> 16)).u8(uint8_t(bytes.size() - 1));
+        for (uint8_t b : bytes) u8(b);
+        return *this;
+    }
     // Whether this target's table has the action (seeds skip what a target does not do).
     bool has(act a) const {
         for (size_t i = 0; i < n_; ++i)

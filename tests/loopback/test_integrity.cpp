@@ -2,12 +2,14 @@
 // to 1 MiB, scattered over up to seg_max segments) across 4 LUNs on 2 targets, at every
 // queue depth up to the ring size, on both transports, with and without indirect
 // descriptors and EVENT_IDX, for queue sizes from 2 to 1024. Every block read is checked
-// against a model of what was last written there.
+// against a model of what was last written there. And the driver's own state, kept out of
+// the DMA region, against a device that writes anywhere in that region.
 #include <catch2/catch.hpp>
 
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <random>
 #include <vector>
 
@@ -17,6 +19,7 @@
 
 using namespace vscsi;
 using fixture::rig;
+using fixture::rw10;
 using vscsi::loopback::personality;
 
 namespace {
@@ -298,4 +301,171 @@ TEST_CASE("a two-entry ring carries commands without data and refuses data clean
         CHECK(r.ini->submit(q, r.now).st == status::invalid_argument);
         CHECK(r.dev->violations().empty());
     }
+}
+
+// A device that writes anywhere in the DMA region it was given (ring indices, used entries,
+// descriptors, the available ring, request and response headers, sense, event buffers), as a
+// device behind an IOMMU still can, while random reads and writes go on. The driver's
+// bookkeeping lives in a private region the device is never given, between two guard areas:
+// it is compared with a copy of itself around every device step, so anything the device did
+// to it would show. Throughout, every request completes exactly once and only after it was
+// submitted, with its own tag and lengths clamped to its buffers, and the driver's in-flight
+// count stays true; lies latch rings broken and reset the device. (What a lying device
+// writes into data buffers or headers is its own business: data is checked once it stops.)
+// Afterwards the same driver, never restarted, moves verified data again.
+namespace {
+template <class Transport>
+void stomp_run(personality kind, uint64_t seed, uint32_t steps) {
+    loopback::options o;
+    o.kind = kind;
+    o.queue_max = 64;
+    o.cmd_per_lun = 64;
+    initiator_config c = fixture::fast_ladder();
+    c.max_queue_size = 64;
+    c.slots = 32;
+    c.max_segments = 8;
+    c.max_request_queues = 2;
+    o.num_queues = 2;
+    rig<Transport> r(o, c, 4 << 20);
+    lun_model luns[2] = {{0, 0, 512, 8192, {}, {}}, {0, 3, 4096, 1024, {}, {}}};
+    for (lun_model& m : luns) {
+        REQUIRE(r.dev->add_lun(m.target, m.lun, m.blocks, m.block_size));
+        m.version.assign(m.blocks, 0);
+    }
+    REQUIRE(r.start() == status::ok);
+    for (const lun_model& m : luns) r.command(m.target, m.lun, fixture::tur(), nullptr, 0);  // unit attentions
+    r.rec.clear();
+
+    std::mt19937_64 rng(seed);
+    const auto& books = *r.shadow;
+    std::vector<uint8_t> copy(books.virt, books.virt + books.bytes);
+    auto driver_left_it = [&] { copy.assign(books.virt, books.virt + books.bytes); };
+    auto untouched = [&] { return std::memcmp(copy.data(), books.virt, books.bytes) == 0; };
+
+    struct outstanding {
+        uint64_t tag;
+        uint32_t len;
+    };
+    std::map<uint64_t, outstanding> out;  // by user data
+    uint64_t next_ud = 1, completed = 0, good = 0, not_good = 0;
+    auto& f = r.dev->fault();
+    f.stomp_bus = r.region->bus;
+    f.stomp_len = r.region->bytes;
+    f.stomp_seed = seed;
+    const uint32_t slot_bytes = 64 << 10;
+    uint8_t cdb[16];
+    for (uint32_t step = 0; step < steps; ++step) {
+        // Submit a few requests of random shape to random LUNs and queues.
+        for (uint32_t k = uint32_t(rng() % 4); k > 0; --k) {
+            const lun_model& m = luns[rng() % 2];
+            const uint32_t blocks = 1 + uint32_t(rng() % (slot_bytes / m.block_size));
+            const uint64_t lba = rng() % (m.blocks - blocks + 1);
+            const bool write = rng() & 1;
+            const uint32_t len = blocks * m.block_size;
+            uint8_t* buf = r.buf(size_t(next_ud % 48) * slot_bytes);
+            sg_entry sg[3];
+            const uint32_t a = len / 3 & ~511u, b = len / 3 & ~511u;
+            uint32_t nseg = 0;
+            if (a) sg[nseg++] = sg_entry{r.data->bus_of(buf), a};
+            if (b) sg[nseg++] = sg_entry{r.data->bus_of(buf + a), b};
+            sg[nseg++] = sg_entry{r.data->bus_of(buf + a + b), len - a - b};
+            io_request q{};
+            q.target = m.target;
+            q.lun = m.lun;
+            q.cdb = cdb;
+            q.cdb_len = scsi::read_write(cdb, 16, write, lba, blocks);
+            (write ? q.data_out : q.data_in) = sg;
+            (write ? q.n_out : q.n_in) = nseg;
+            q.queue = uint16_t(rng());
+            q.user_data = next_ud;
+            const auto s = r.ini->submit(q, r.now);
+            if (s.st != status::ok) {
+                REQUIRE((s.st == status::busy || s.st == status::needs_reset));
+                break;
+            }
+            out[next_ud++] = outstanding{s.value, len};
+        }
+        r.ini->kick();
+        driver_left_it();
+
+        // The device: now and then a burst of random writes into the DMA region, then it
+        // works through whatever the rings say.
+        f.stomp_writes = rng() % 3 == 0 ? 1 + uint32_t(rng() % 4) : 0;
+        r.dev->step();
+        REQUIRE(untouched());
+
+        r.now += 50 + rng() % 400;  // deadlines pass: lost commands climb the ladder
+        r.rec.clear();
+        if (r.ini->state() == initiator_state::failed) r.ini->reset_device(r.rec);
+        r.ini->poll(r.now, r.rec);
+        for (const io_completion& x : r.rec.done) {
+            auto it = out.find(x.user_data);
+            INFO("user data " << x.user_data << " outcome " << to_string(x.outcome));
+            REQUIRE(it != out.end());  // never completed twice, never unasked for
+            CHECK(x.tag == it->second.tag);
+            CHECK(x.residual <= it->second.len);
+            CHECK(x.transferred == it->second.len - x.residual);
+            CHECK(x.sense_len <= 96);
+            (x.outcome == io_outcome::good ? good : not_good) += 1;
+            out.erase(it);
+            ++completed;
+        }
+        REQUIRE(r.ini->in_flight() == out.size());
+    }
+    f.stomp_writes = 0;
+    // Take back whatever the device still holds: a reset completes it all.
+    r.rec.clear();
+    REQUIRE(r.ini->reset_device(r.rec) == status::ok);
+    for (const io_completion& x : r.rec.done) {
+        REQUIRE(out.count(x.user_data) == 1);
+        out.erase(x.user_data);
+    }
+    CHECK(out.empty());
+    CHECK(r.ini->in_flight() == 0);
+    CHECK(books.guards_intact());
+    const initiator_stats& st = r.ini->stats();
+    std::printf("  %-12s %u steps: %llu runs of random bytes, %llu completions (%llu good), %llu lies caught, "
+                "%llu device resets\n",
+                kind == personality::modern ? "modern" : "legacy", steps,
+                (unsigned long long)r.dev->stats().stomps, (unsigned long long)completed, (unsigned long long)good,
+                (unsigned long long)st.protocol_errors, (unsigned long long)st.device_resets);
+    // The run did what it claims: the device wrote, lied and was reset, and work got done.
+    CHECK(r.dev->stats().stomps > steps / 4);
+    CHECK(st.protocol_errors > 0);
+    CHECK(st.device_resets > 1);
+    CHECK(good > 0);
+    CHECK(not_good > 0);
+
+    // The device behaves again: the same driver moves data that reads back as written.
+    r.dev->clear_violations();
+    const uint64_t errors_before = st.protocol_errors;
+    for (const lun_model& m : luns) r.command(m.target, m.lun, fixture::tur(), nullptr, 0);  // unit attentions
+    uint32_t version = 0;
+    for (int i = 0; i < 200; ++i) {
+        lun_model& m = luns[i % 2];
+        const uint32_t blocks = 1 + uint32_t(rng() % 16);
+        const uint64_t lba = rng() % (m.blocks - blocks + 1);
+        uint8_t* buf = r.buf(0);
+        fill(m, buf, lba, blocks, ++version);
+        REQUIRE(r.command(m.target, m.lun, rw10(true, uint32_t(lba), uint16_t(blocks)), nullptr, 0, buf,
+                          blocks * m.block_size)
+                    .outcome == io_outcome::good);
+        for (uint32_t k = 0; k < blocks; ++k) m.version[lba + k] = version;
+        std::memset(buf, 0xee, blocks * m.block_size);
+        REQUIRE(r.command(m.target, m.lun, rw10(false, uint32_t(lba), uint16_t(blocks)), buf, blocks * m.block_size)
+                    .outcome == io_outcome::good);
+        REQUIRE(check(m, buf, lba, blocks) == 0);
+    }
+    CHECK(r.ini->stats().protocol_errors == errors_before);
+    CHECK(r.dev->violations().empty());
+    CHECK(books.guards_intact());
+}
+}  // namespace
+
+TEST_CASE("a device writing anywhere in its DMA region reaches nothing of the driver's", "[loopback][integrity][private]") {
+    const char* scale_env = std::getenv("VSCSI_INTEGRITY_SCALE");
+    const uint32_t scale = scale_env ? uint32_t(std::strtoul(scale_env, nullptr, 10)) : 100;
+    const uint32_t steps = std::max<uint32_t>(20000 * scale / 100, 2000);
+    stomp_run<modern_pci<loopback::device>>(personality::modern, 11, steps);
+    stomp_run<legacy_pci<loopback::device>>(personality::legacy, 12, steps);
 }

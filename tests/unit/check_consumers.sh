@@ -36,9 +36,11 @@ int main() {
     uint8_t cdb[16];
     const uint32_t n = vscsi::scsi::read_write(cdb, sizeof cdb, false, uint64_t(1) << 33, 8);
     const vscsi::initiator_config cfg{};
-    const size_t bytes = vscsi::initiator<vscsi::hosted_platform, vscsi::modern_pci<struct fake_bus>>::region_bytes(cfg);
+    using ini_t = vscsi::initiator<vscsi::hosted_platform, vscsi::modern_pci<struct fake_bus>>;
+    const size_t bytes = ini_t::region_bytes(cfg);
+    const size_t books = ini_t::private_bytes(cfg);
     const bool ok = a.bytes[0] == 1 && a.bytes[1] == 1 && a.bytes[2] == 0x41 && a.bytes[3] == 0x2c &&
-                    n == 16 && cdb[0] == 0x88 && bytes > 0;
+                    n == 16 && cdb[0] == 0x88 && bytes > 0 && books > 0;
     puts(ok ? "consumer ok" : "consumer: wrong encodings");
     return ok ? 0 : 1;
 }

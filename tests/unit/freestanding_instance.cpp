@@ -37,13 +37,14 @@ template class vscsi::initiator<vscsi::hosted_platform, vscsi::modern_pci<null_b
 template class vscsi::initiator<vscsi::hosted_platform, vscsi::legacy_pci<null_bus>, 32, 96, 4>;
 
 // Non-template entry points so the templates' member functions are really emitted.
-int vscsi_freestanding_drive(void* mem, uint64_t bus, size_t bytes, uint64_t now) {
+int vscsi_freestanding_drive(void* mem, uint64_t bus, size_t bytes, void* priv, size_t priv_bytes, uint64_t now) {
     null_bus b{};
     vscsi::modern_pci<null_bus> t(b);
     if (t.probe() != vscsi::status::ok) return 1;
     vscsi::initiator<vscsi::hosted_platform, vscsi::modern_pci<null_bus>> ini(t);
     vscsi::initiator_config c{};
-    if (ini.start(c, vscsi::dma_region{mem, bus, bytes}) != vscsi::status::ok) return 2;
+    if (ini.start(c, vscsi::dma_region{mem, bus, bytes}, vscsi::private_region{priv, priv_bytes}) != vscsi::status::ok)
+        return 2;
     static const uint8_t cdb[6] = {0, 0, 0, 0, 0, 0};
     vscsi::io_request r{};
     r.cdb = cdb;
@@ -58,13 +59,14 @@ int vscsi_freestanding_drive(void* mem, uint64_t bus, size_t bytes, uint64_t now
     (void)ini.stop(h);
     return int(h.n);
 }
-int vscsi_freestanding_legacy(void* mem, uint64_t bus, size_t bytes, uint64_t now) {
+int vscsi_freestanding_legacy(void* mem, uint64_t bus, size_t bytes, void* priv, size_t priv_bytes, uint64_t now) {
     null_bus b{};
     vscsi::legacy_pci<null_bus> t(b);
     if (t.probe() != vscsi::status::ok) return 1;
     vscsi::initiator<vscsi::hosted_platform, vscsi::legacy_pci<null_bus>, 32, 96, 4> ini(t);
     vscsi::initiator_config c{};
-    if (ini.start(c, vscsi::dma_region{mem, bus, bytes}) != vscsi::status::ok) return 2;
+    if (ini.start(c, vscsi::dma_region{mem, bus, bytes}, vscsi::private_region{priv, priv_bytes}) != vscsi::status::ok)
+        return 2;
     null_handler h{};
     return int(ini.poll(now, h));
 }

@@ -54,6 +54,31 @@ struct shared_memory {
     uint64_t bus_of(const void* p) const { return bus + uint64_t(static_cast<const uint8_t*>(p) - virt); }
 };
 
+// The driver's private memory: never registered with the device, of exactly the size asked
+// for (rounded to a cache line), between two guard areas the driver must never write.
+struct private_memory {
+    static constexpr size_t guard = 4096;
+    static constexpr uint8_t guard_fill = 0x6b;
+    uint8_t* block = nullptr;
+    uint8_t* virt = nullptr;
+    size_t bytes = 0;
+    explicit private_memory(size_t n, uint8_t fill = 0xa5) : bytes((n + 63) & ~size_t(63)) {
+        block = static_cast<uint8_t*>(aligned_alloc(vscsi::private_region_align, guard + bytes + guard));
+        memset(block, guard_fill, guard + bytes + guard);
+        virt = block + guard;
+        memset(virt, fill, bytes);  // garbage: the driver must initialise what it uses
+    }
+    ~private_memory() { free(block); }
+    private_memory(const private_memory&) = delete;
+    private_memory& operator=(const private_memory&) = delete;
+    vscsi::private_region region() const { return vscsi::private_region{virt, bytes}; }
+    bool guards_intact() const {
+        for (size_t i = 0; i < guard; ++i)
+            if (block[i] != guard_fill || virt[bytes + i] != guard_fill) return false;
+        return true;
+    }
+};
+
 template <class Transport, uint16_t MaxQueues = 4>
 struct rig {
     using initiator_t = vscsi::initiator<vscsi::hosted_platform, Transport, 32, 96, MaxQueues>;
@@ -61,7 +86,8 @@ struct rig {
     std::unique_ptr<device> dev;
     std::unique_ptr<Transport> transport;
     std::unique_ptr<initiator_t> ini;
-    std::unique_ptr<shared_memory> region;
+    std::unique_ptr<shared_memory> region;   // what the device may access
+    std::unique_ptr<private_memory> shadow;  // what it never sees
     std::unique_ptr<shared_memory> data;
     vscsi::initiator_config cfg;
     recorder rec;
@@ -84,8 +110,10 @@ struct rig {
         if (!need) return vscsi::status::invalid_argument;
         region = std::make_unique<shared_memory>(need, 0x100000000ull, region_fill);
         map.add(region->bus, region->virt, region->bytes);
-        return ini->start(cfg, vscsi::dma_region{region->virt, region->bus, region->bytes});
+        shadow = std::make_unique<private_memory>(initiator_t::private_bytes(cfg), region_fill);
+        return ini->start(cfg, dma(), shadow->region());
     }
+    vscsi::dma_region dma() const { return vscsi::dma_region{region->virt, region->bus, region->bytes}; }
 
     // Run device and driver until `pred` holds or `rounds` pass.
     template <class P>

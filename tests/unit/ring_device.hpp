@@ -33,6 +33,22 @@ struct memory {
     }
 };
 
+// The ring's private shadow: ordinary memory the device never sees, of exactly the size
+// asked for (rounded to a cache line), filled with garbage the ring must not rely on.
+struct shadow {
+    uint8_t* virt;
+    size_t bytes;
+    explicit shadow(size_t n) : bytes((n + 63) & ~size_t(63)) {
+        virt = static_cast<uint8_t*>(aligned_alloc(vscsi::private_region_align, bytes ? bytes : 64));
+        memset(virt, 0xdd, bytes);
+    }
+    explicit shadow(const vscsi::ring_config& c) : shadow(vscsi::ring_private_bytes(c)) {}
+    ~shadow() { free(virt); }
+    shadow(const shadow&) = delete;
+    shadow& operator=(const shadow&) = delete;
+    vscsi::private_region region() const { return vscsi::private_region{virt, bytes}; }
+};
+
 struct seen_desc {
     uint64_t addr;
     uint32_t len;

@@ -127,7 +127,8 @@ TEST_CASE("a failed restart in a new region never touches the old one", "[initia
     r.map.add(fresh.bus, fresh.virt, fresh.bytes);
     memset(r.region->virt, 0x3c, r.region->bytes);  // the old region, the caller's again
     r.dev->fault().refuse_features_ok = true;
-    CHECK(r.ini->start(r.cfg, dma_region{fresh.virt, fresh.bus, fresh.bytes}) == status::device_error);
+    CHECK(r.ini->start(r.cfg, dma_region{fresh.virt, fresh.bus, fresh.bytes}, r.shadow->region()) ==
+          status::device_error);
     r.dev->fault().refuse_features_ok = false;
     CHECK(r.ini->reset_device(r.rec) == status::ok);
     CHECK(r.ini->stop(r.rec) == status::ok);
@@ -483,6 +484,84 @@ TEST_CASE("argument errors are values", "[initiator]") {
     initiator_config bad;
     bad.max_queue_size = 100;
     CHECK(decltype(r)::initiator_t::region_bytes(bad) == 0);
+    CHECK(decltype(r)::initiator_t::private_bytes(bad) == 0);
+}
+
+TEST_CASE("start() keeps its bookkeeping in a private region the device cannot reach", "[initiator][private]") {
+    using ini_t = rig<modern_t>::initiator_t;
+    initiator_config c;
+    const size_t dev_bytes = ini_t::region_bytes(c);
+    const size_t priv_bytes = ini_t::private_bytes(c);
+    REQUIRE(dev_bytes > 0);
+    REQUIRE(priv_bytes > 0);
+    CHECK(dev_bytes % ring_region_align == 0);
+    CHECK(priv_bytes % private_region_align == 0);
+    // Refused before the device is touched: no private region, one too small, one off its
+    // cache line, one inside or around the DMA region.
+    auto refused = [&](auto&& call_start, status want) {
+        rig<modern_t> r(opts(personality::modern));
+        REQUIRE(r.start() == status::ok);
+        REQUIRE(r.ini->stop(r.rec) == status::ok);
+        const uint64_t resets = r.dev->stats().resets;
+        CHECK(call_start(r) == want);
+        CHECK(r.dev->stats().resets == resets);
+        CHECK(r.ini->state() == initiator_state::stopped);
+    };
+    refused([](auto& r) { return r.ini->start(r.cfg, r.dma(), private_region{nullptr, 1 << 20}); },
+            status::invalid_argument);
+    refused([](auto& r) { return r.ini->start(r.cfg, r.dma(), private_region{r.shadow->virt, r.shadow->bytes - 64}); },
+            status::too_small);
+    refused([](auto& r) { return r.ini->start(r.cfg, r.dma(), private_region{r.shadow->virt + 16, r.shadow->bytes}); },
+            status::invalid_argument);
+    refused([](auto& r) { return r.ini->start(r.cfg, r.dma(), private_region{r.region->virt, r.shadow->bytes}); },
+            status::invalid_argument);
+    refused([](auto& r) {
+        const dma_region d = r.dma();
+        return r.ini->start(r.cfg, dma_region{d.virt, d.bus, d.bytes}, private_region{r.region->virt + d.bytes - 64, r.shadow->bytes});
+    }, status::invalid_argument);
+    // A too-small DMA region is still refused as such.
+    refused([](auto& r) {
+        const dma_region d = r.dma();
+        return r.ini->start(r.cfg, dma_region{d.virt, d.bus, d.bytes - 4096}, r.shadow->region());
+    }, status::too_small);
+
+    // Running: the DMA region can be rewritten byte for byte by a device and the driver still
+    // knows exactly what it has in flight (its books are elsewhere), reclaims it all on a
+    // reset, and carries on.
+    rig<modern_t> r(opts(personality::modern));
+    r.dev->add_lun(0, 0, 64);
+    REQUIRE(r.start() == status::ok);
+    clear_ua(r);
+    r.dev->fault().hold_next = 3;
+    io_request q{};
+    const auto cdb = fixture::tur();
+    q.cdb = cdb.data();
+    q.cdb_len = uint32_t(cdb.size());
+    for (uint64_t i = 0; i < 3; ++i) {
+        q.user_data = 100 + i;
+        REQUIRE(r.ini->submit(q, r.now).ok());
+    }
+    r.ini->kick();
+    r.settle();
+    REQUIRE(r.dev->held_count() == 3);
+    CHECK(r.ini->in_flight() == 3);
+    r.rec.clear();
+    std::vector<uint8_t> before(r.shadow->virt, r.shadow->virt + r.shadow->bytes);
+    memset(r.region->virt, 0x00, r.region->bytes);
+    CHECK(std::vector<uint8_t>(r.shadow->virt, r.shadow->virt + r.shadow->bytes) == before);
+    CHECK(r.ini->in_flight() == 3);
+    CHECK(r.ini->reset_device(r.rec) == status::ok);
+    REQUIRE(r.rec.done.size() == 3);
+    uint64_t seen = 0;
+    for (const auto& d : r.rec.done) {
+        CHECK(d.outcome == io_outcome::device_reset);
+        seen |= 1ull << (d.user_data - 100);
+    }
+    CHECK(seen == 7);
+    CHECK(r.ini->in_flight() == 0);
+    CHECK(r.shadow->guards_intact());
+    clear_ua(r);
+    CHECK(r.command(0, 0, fixture::tur(), nullptr, 0).outcome == io_outcome::good);
 }
 
 TEST_CASE("task management functions complete through on_tmf", "[initiator][tmf]") {

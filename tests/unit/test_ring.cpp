@@ -61,8 +61,9 @@ TEST_CASE("layout matches the kernel's vring_init for legacy (4096) and modern (
         for (bool legacy : {true, false}) {
             const unsigned long align = legacy ? 4096 : 4;
             memory m(ring_region_bytes(cfg(size, legacy)));
+            ringtest::shadow sh(cfg(size, legacy));
             ring_t r;
-            REQUIRE(r.init(cfg(size, legacy), m.region()) == status::ok);
+            REQUIRE(r.init(cfg(size, legacy), m.region(), sh.region()) == status::ok);
             size_t avail, used, used_event, avail_event;
             uapi_vring_offsets(size, align, &avail, &used, &used_event, &avail_event);
             INFO("size " << size << " legacy " << legacy);
@@ -98,8 +99,9 @@ TEST_CASE("every power-of-two size from 1 to 32768 round-trips", "[ring]") {
         for (bool ind : {false, true}) {
             const ring_config c = ind ? cfg(size, false, false, true, uint16_t(size), 4) : cfg(size);
             memory m(ring_region_bytes(c) + 8192);
+            ringtest::shadow sh(c);
             ring_t r;
-            REQUIRE(r.init(c, m.region()) == status::ok);
+            REQUIRE(r.init(c, m.region(), sh.region()) == status::ok);
             ringtest::device<ring_t> d(m, r);
             const uint64_t buf = m.bus + ring_region_bytes(c);
             const sg_entry out{buf, 64}, in{buf + 4096, 512};
@@ -128,8 +130,9 @@ TEST_CASE("16-bit indices wrap cleanly over 200000 requests", "[ring]") {
     for (bool event_idx : {false, true}) {
         const ring_config c = cfg(4, false, event_idx);
         memory m(ring_region_bytes(c) + 4096);
+        ringtest::shadow sh(c);
         ring_t r;
-        REQUIRE(r.init(c, m.region()) == status::ok);
+        REQUIRE(r.init(c, m.region(), sh.region()) == status::ok);
         ringtest::device<ring_t> d(m, r);
         const sg_entry in{m.bus + ring_region_bytes(c), 16};
         std::mt19937 rng(1);
@@ -160,8 +163,9 @@ TEST_CASE("16-bit indices wrap cleanly over 200000 requests", "[ring]") {
 TEST_CASE("direct chains: readable first, WRITE flags, NEXT linkage, addresses", "[ring]") {
     const ring_config c = cfg(16);
     memory m(ring_region_bytes(c));
+    ringtest::shadow sh(c);
     ring_t r;
-    REQUIRE(r.init(c, m.region()) == status::ok);
+    REQUIRE(r.init(c, m.region(), sh.region()) == status::ok);
     ringtest::device<ring_t> d(m, r);
     const sg_entry out[2] = {{0x1000, 19 + 32}, {0x2000, 4096}};
     const sg_entry in[3] = {{0x3000, 108}, {0x4000, 512}, {0x5000, 1024}};
@@ -194,8 +198,9 @@ TEST_CASE("a chain posted again unchanged leaves the descriptor table unwritten"
     // again must not store to it (a store would fault), and the device still reads it whole.
     const ring_config c = cfg(256);
     memory m(ring_region_bytes(c));
+    ringtest::shadow sh(c);
     ring_t r;
-    REQUIRE(r.init(c, m.region()) == status::ok);
+    REQUIRE(r.init(c, m.region(), sh.region()) == status::ok);
     REQUIRE(r.desc_bus() == m.bus);
     ringtest::device<ring_t> d(m, r);
     const sg_entry out{0x1000, 51};
@@ -228,8 +233,9 @@ TEST_CASE("a chain posted again unchanged leaves the descriptor table unwritten"
 TEST_CASE("indirect chains use one ring descriptor and a preallocated table", "[ring][indirect]") {
     const ring_config c = cfg(8, false, false, true, 2, 8);
     memory m(ring_region_bytes(c));
+    ringtest::shadow sh(c);
     ring_t r;
-    REQUIRE(r.init(c, m.region()) == status::ok);
+    REQUIRE(r.init(c, m.region(), sh.region()) == status::ok);
     ringtest::device<ring_t> d(m, r);
     const sg_entry out[2] = {{0x1000, 51}, {0x2000, 512}};
     const sg_entry in[2] = {{0x3000, 108}, {0x4000, 512}};
@@ -269,8 +275,9 @@ TEST_CASE("indirect chains use one ring descriptor and a preallocated table", "[
 TEST_CASE("a full ring says busy; completions make room", "[ring]") {
     const ring_config c = cfg(8);
     memory m(ring_region_bytes(c));
+    ringtest::shadow sh(c);
     ring_t r;
-    REQUIRE(r.init(c, m.region()) == status::ok);
+    REQUIRE(r.init(c, m.region(), sh.region()) == status::ok);
     ringtest::device<ring_t> d(m, r);
     const sg_entry s3[3] = {{0x1000, 1}, {0x2000, 1}, {0x3000, 1}};
     CHECK(r.add(s3, 1, s3 + 1, 2, 0) == status::ok);
@@ -291,21 +298,24 @@ TEST_CASE("a full ring says busy; completions make room", "[ring]") {
 TEST_CASE("argument checks", "[ring]") {
     ring_t r;
     memory m(1 << 20);
-    CHECK(r.init(cfg(0), m.region()) == status::invalid_argument);
-    CHECK(r.init(cfg(3), m.region()) == status::invalid_argument);
-    CHECK(r.init(cfg(65536), m.region()) == status::invalid_argument);
+    ringtest::shadow sh(1 << 16);
+    const private_region p = sh.region();
+    CHECK(r.init(cfg(0), m.region(), p) == status::invalid_argument);
+    CHECK(r.init(cfg(3), m.region(), p) == status::invalid_argument);
+    CHECK(r.init(cfg(65536), m.region(), p) == status::invalid_argument);
     CHECK(ring_region_bytes(cfg(3)) == 0);
-    CHECK(r.init(cfg(8, false, false, true, 9, 4), m.region()) == status::invalid_argument);  // tables > size
-    CHECK(r.init(cfg(8, false, false, false, 2, 4), m.region()) == status::invalid_argument);
+    CHECK(ring_private_bytes(cfg(3)) == 0);
+    CHECK(r.init(cfg(8, false, false, true, 9, 4), m.region(), p) == status::invalid_argument);  // tables > size
+    CHECK(r.init(cfg(8, false, false, false, 2, 4), m.region(), p) == status::invalid_argument);
     dma_region small = m.region();
     small.bytes = ring_region_bytes(cfg(256)) - 1;
-    CHECK(r.init(cfg(256), small) == status::too_small);
+    CHECK(r.init(cfg(256), small, p) == status::too_small);
     dma_region odd = m.region();
     odd.virt = m.virt + 8;
     odd.bus += 8;
-    CHECK(r.init(cfg(8), odd) == status::invalid_argument);
-    CHECK(r.init(cfg(8, true), dma_region{m.virt + 16, m.bus + 16, m.bytes - 16}) == status::invalid_argument);
-    REQUIRE(r.init(cfg(8), m.region()) == status::ok);
+    CHECK(r.init(cfg(8), odd, p) == status::invalid_argument);
+    CHECK(r.init(cfg(8, true), dma_region{m.virt + 16, m.bus + 16, m.bytes - 16}, p) == status::invalid_argument);
+    REQUIRE(r.init(cfg(8), m.region(), p) == status::ok);
     const sg_entry zero{0x1000, 0};
     CHECK(r.add(&zero, 1, nullptr, 0, 0) == status::invalid_argument);
     CHECK(r.add(nullptr, 0, nullptr, 0, 0) == status::invalid_argument);
@@ -316,11 +326,61 @@ TEST_CASE("argument checks", "[ring]") {
     CHECK(!r.publish());  // nothing added: no notification
 }
 
+TEST_CASE("the private shadow: present, large enough, aligned, out of the device's reach", "[ring][private]") {
+    const ring_config c = cfg(64, false, true, true, 16, 8);
+    const size_t dev_bytes = ring_region_bytes(c);
+    const size_t need = ring_private_bytes(c);
+    REQUIRE(need > 0);
+    CHECK(need % private_region_align == 0);
+    // Device-visible bytes are the rings and indirect tables only: the split added nothing.
+    CHECK(dev_bytes == align_up(align_up(vring::desc_bytes(64) + vring::avail_bytes(64), 4) + vring::used_bytes(64), 16) +
+                           16 * 8 * 16);
+    memory m(dev_bytes + need + 4096);
+    ringtest::shadow sh(need);
+    ring_t r;
+    CHECK(r.init(c, m.region(), private_region{nullptr, need}) == status::invalid_argument);
+    CHECK(r.init(c, m.region(), private_region{sh.virt, need - 1}) == status::too_small);
+    ringtest::shadow big(need + 64);
+    CHECK(r.init(c, m.region(), private_region{big.virt + 8, need}) == status::invalid_argument);  // not on a line
+    // Inside the DMA region, straddling its start or its end, or around it: refused.
+    uint8_t* const d = m.virt;
+    CHECK(r.init(c, dma_region{d, m.bus, dev_bytes}, private_region{d + 4096 * ((dev_bytes - 1) / 4096), need}) ==
+          status::invalid_argument);
+    CHECK(r.init(c, dma_region{d + 4096, m.bus, dev_bytes}, private_region{d + 4096 - 64, need}) ==
+          status::invalid_argument);
+    CHECK(r.init(c, dma_region{d, m.bus, dev_bytes}, private_region{d + (dev_bytes & ~size_t(63)), need}) ==
+          status::invalid_argument);
+    CHECK(r.init(c, dma_region{d + 4096, m.bus, 4096 * ((dev_bytes + 4095) / 4096)},
+                 private_region{d, m.bytes}) == status::invalid_argument);
+    // Right after it, or right before it: fine, they share no byte.
+    const size_t dev_end = align_up(dev_bytes, 64);
+    CHECK(r.init(c, dma_region{d, m.bus, dev_end}, private_region{d + dev_end, need}) == status::ok);
+    CHECK(r.init(c, dma_region{d + 4096 * ((need + 4095) / 4096), m.bus, dev_bytes},
+                 private_region{d + 4096 * ((need + 4095) / 4096) - need, need}) == status::ok);
+    // The shadow is the ring's: what it posted survives the device rewriting every byte it
+    // may write, and the lie that follows is caught against the shadow.
+    REQUIRE(r.init(c, m.region(), sh.region()) == status::ok);
+    const sg_entry out{m.bus + 0x80000, 16}, in{m.bus + 0x81000, 100};
+    for (uint32_t t = 0; t < 3; ++t) REQUIRE(r.add(&out, 1, &in, 1, t) == status::ok);
+    r.publish();
+    memset(m.virt, 0xff, dev_bytes);  // the device scribbles over its whole region
+    CHECK(r.in_flight() == 3);
+    CHECK(r.token_in_flight(0));
+    CHECK(r.token_in_flight(2));
+    auto p = r.pop();  // used idx 0xffff: more completions than chains in flight
+    CHECK(p.st == status::device_broken);
+    uint32_t reclaimed = 0;
+    r.reclaim_all([&](uint32_t t) { reclaimed |= 1u << t; });
+    CHECK(reclaimed == 7);
+    CHECK(r.free_descriptors() == 64);
+}
+
 TEST_CASE("EVENT_IDX: one notify decision per batch, used_event follows the reaper", "[ring][event_idx]") {
     const ring_config c = cfg(16, false, true);
     memory m(ring_region_bytes(c));
+    ringtest::shadow sh(c);
     ring_t r;
-    REQUIRE(r.init(c, m.region()) == status::ok);
+    REQUIRE(r.init(c, m.region(), sh.region()) == status::ok);
     ringtest::device<ring_t> d(m, r);
     const sg_entry in{0x1000, 8};
     CHECK(d.avail_flags() == 0);  // avail->flags stays 0 with EVENT_IDX (checklist 46)
@@ -352,8 +412,9 @@ TEST_CASE("EVENT_IDX: one notify decision per batch, used_event follows the reap
 TEST_CASE("flag-based suppression without EVENT_IDX", "[ring]") {
     const ring_config c = cfg(8);
     memory m(ring_region_bytes(c));
+    ringtest::shadow sh(c);
     ring_t r;
-    REQUIRE(r.init(c, m.region()) == status::ok);
+    REQUIRE(r.init(c, m.region(), sh.region()) == status::ok);
     ringtest::device<ring_t> d(m, r);
     const sg_entry in{0x1000, 8};
     REQUIRE(r.add(nullptr, 0, &in, 1, 0) == status::ok);
@@ -377,8 +438,9 @@ TEST_CASE("flag-based suppression without EVENT_IDX", "[ring]") {
 TEST_CASE("reclaim_all returns every in-flight token once and resets the ring", "[ring]") {
     const ring_config c = cfg(16, true, true, true, 4, 4);
     memory m(ring_region_bytes(c));
+    ringtest::shadow sh(c);
     ring_t r;
-    REQUIRE(r.init(c, m.region()) == status::ok);
+    REQUIRE(r.init(c, m.region(), sh.region()) == status::ok);
     ringtest::device<ring_t> d(m, r);
     const sg_entry s[2] = {{0x1000, 8}, {0x2000, 8}};
     for (uint32_t t = 100; t < 110; ++t) REQUIRE(r.add(s, 1, s + 1, 1, t) == status::ok);
@@ -402,8 +464,9 @@ TEST_CASE("an invalid chain is refused as invalid even when the ring is full", "
     // full ring answered busy to a chain with an empty segment, which a caller retries forever.
     const ring_config c = cfg(2, false, false, false);
     memory m(ring_region_bytes(c));
+    ringtest::shadow sh(c);
     ring_t r;
-    REQUIRE(r.init(c, m.region()) == status::ok);
+    REQUIRE(r.init(c, m.region(), sh.region()) == status::ok);
     const sg_entry ok{0x1000, 16}, empty{0x2000, 0};
     REQUIRE(r.add(&ok, 1, &ok, 1, 1) == status::ok);  // the ring is full
     CHECK(r.add(&ok, 1, &empty, 1, 2) == status::invalid_argument);
@@ -417,8 +480,9 @@ TEST_CASE("with direct_max, short chains go direct while half the ring is free",
     ring_config c = cfg(8, false, false, true, 4, 8);
     c.direct_max = 4;
     memory m(ring_region_bytes(c));
+    ringtest::shadow sh(c);
     ring_t r;
-    REQUIRE(r.init(c, m.region()) == status::ok);
+    REQUIRE(r.init(c, m.region(), sh.region()) == status::ok);
     ringtest::device<ring_t> d(m, r);
     const sg_entry out[3] = {{0x1000, 51}, {0x2000, 512}, {0x3000, 512}};
     const sg_entry in[2] = {{0x4000, 108}, {0x5000, 512}};

@@ -14,11 +14,12 @@ namespace {
 struct env {
     ring_config c;
     memory m;
+    ringtest::shadow sh;
     ring_t r;
     ringtest::device<ring_t> d;
     explicit env(bool legacy = false, uint32_t size = 8)
-        : c(make(size, legacy)), m(ring_region_bytes(c)), d(m, r) {
-        REQUIRE(r.init(c, m.region()) == status::ok);
+        : c(make(size, legacy)), m(ring_region_bytes(c)), sh(c), d(m, r) {
+        REQUIRE(r.init(c, m.region(), sh.region()) == status::ok);
     }
     static ring_config make(uint32_t size, bool legacy) {
         ring_config c;
