@@ -487,9 +487,7 @@ bool device::walk_chain(uint16_t qi, chain& c) {
     return queues_[qi].packed ? walk_packed(qi, c) : walk_split(queues_[qi], c);
 }
 
-bool device::packed_available(uint16_t flags, bool wrap) {
-    return bool(flags & f_avail) == wrap && bool(flags & f_used) != wrap;
-}
+
 
 // One buffer of the current chain: device-readable ones first (checklist 41), inside DMA
 // memory, no more than the queue holds.
@@ -567,60 +565,68 @@ bool device::walk_split(queue& q, chain& c) {
     return true;
 }
 
+// An indirect table's buffers: entries follow one another, and WRITE is the only flag a
+// driver may set in them.
+bool device::take_table(uint64_t addr, uint32_t len, bool& seen_write, chain& c) {
+    if (!(driver_features_ & feature::bit(feature::ring_indirect_desc)))
+        return violation("indirect descriptor without the feature (checklist 43)"), set_needs_reset(), false;
+    if (len == 0 || len % 16) return violation("indirect table of bad length"), set_needs_reset(), false;
+    const uint8_t* tbl = mem_.translate(addr, len);
+    if (!tbl) return violation("indirect table outside DMA memory"), set_needs_reset(), false;
+    for (uint32_t i = 0; i < len / 16; ++i) {
+        const uint8_t* e = tbl + 16ull * i;
+        const uint16_t ef = ld16(e + 14);
+        if (ef & ~f_write) return violation("flags other than WRITE in an indirect table"), set_needs_reset(), false;
+        if (!take_buffer(ld64(e), ld32(e + 8), ef & f_write, seen_write, c)) return false;
+    }
+    return true;
+}
+
 // A packed list: from the ring (its descriptors, each checked available for the lap it lies
 // in, until one without NEXT), or from the device's copy of them once it holds the list.
 bool device::walk_packed(uint16_t qi, chain& c) {
     const queue& q = queues_[qi];
-    const std::vector<saved_desc>& pool = pools_[qi];
-    const bool saved = c.saved != no_record;
-    chain w{c.head, saved ? c.ndesc : uint16_t(0), c.saved, 0, 0, 0, 0, c.pos, c.wrap};
     iov_read_ = iov_write_ = 0;
+    c.n_read = c.n_write = 0;
+    c.read_bytes = c.write_bytes = 0;
     bool seen_write = false;
-    uint16_t pos = c.pos, r = c.saved;
-    bool wrap = c.wrap;
-    for (uint32_t k = 0;; ++k) {
-        saved_desc d;
-        if (saved) {
-            if (k == c.ndesc) break;
-            d = pool[r];
-            r = d.link;
-        } else {
-            if (k == q.size) return violation("a list longer than the ring (checklist 42)"), set_needs_reset(), false;
+    if (c.saved != no_record) {
+        const std::vector<saved_desc>& pool = pools_[qi];
+        uint16_t r = c.saved;
+        for (uint32_t k = 0; k < c.ndesc; ++k, r = pool[r].link) {
+            const saved_desc& d = pool[r];
+            const bool ok = (d.flags & f_indirect) ? take_table(d.addr, d.len, seen_write, c)
+                                                   : take_buffer(d.addr, d.len, d.flags & f_write, seen_write, c);
+            if (!ok) return false;
+        }
+    } else {
+        uint32_t pos = c.pos;
+        bool wrap = c.wrap;
+        c.ndesc = 0;
+        for (;;) {
+            if (c.ndesc == q.size) return violation("a list longer than the ring (checklist 42)"), set_needs_reset(), false;
             const uint8_t* p = q.desc_p + 16ull * pos;
-            d = saved_desc{ld64(p), ld32(p + 8), ld16(p + 14), 0};
-            if (!packed_available(d.flags, wrap))
+            const uint16_t flags = ld16(p + 14);
+            if (!packed_available(flags, wrap))
                 return violation("a list runs into a descriptor not made available"), set_needs_reset(), false;
-            w.head = ld16(p + 12);  // the last descriptor's counts
-            ++w.ndesc;
+            c.head = ld16(p + 12);  // the last descriptor's counts
+            ++c.ndesc;
             if (++pos == q.size) {
                 pos = 0;
                 wrap = !wrap;
             }
-        }
-        if (d.flags & f_indirect) {
-            if (k != 0 || (d.flags & f_next))
-                return violation("INDIRECT with NEXT or in a list (checklist 43)"), set_needs_reset(), false;
-            if (!(driver_features_ & feature::bit(feature::ring_indirect_desc)))
-                return violation("indirect descriptor without the feature (checklist 43)"), set_needs_reset(), false;
-            if (d.len == 0 || d.len % 16) return violation("indirect table of bad length"), set_needs_reset(), false;
-            const uint8_t* tbl = mem_.translate(d.addr, d.len);
-            if (!tbl) return violation("indirect table outside DMA memory"), set_needs_reset(), false;
-            // Entries follow one another; WRITE is the only flag a driver may set in them.
-            for (uint32_t i = 0; i < d.len / 16; ++i) {
-                const uint8_t* e = tbl + 16ull * i;
-                const uint16_t ef = ld16(e + 14);
-                if (ef & ~f_write) return violation("flags other than WRITE in an indirect table"), set_needs_reset(), false;
-                if (!take_buffer(ld64(e), ld32(e + 8), ef & f_write, seen_write, w)) return false;
+            if (flags & f_indirect) {
+                if (c.ndesc != 1 || (flags & f_next))
+                    return violation("INDIRECT with NEXT or in a list (checklist 43)"), set_needs_reset(), false;
+                if (!take_table(ld64(p), ld32(p + 8), seen_write, c)) return false;
+                break;
             }
-            if (saved) continue;
-            break;
+            if (!take_buffer(ld64(p), ld32(p + 8), flags & f_write, seen_write, c)) return false;
+            if (!(flags & f_next)) break;
         }
-        if (!take_buffer(d.addr, d.len, d.flags & f_write, seen_write, w)) return false;
-        if (!saved && !(d.flags & f_next)) break;
     }
-    w.n_read = iov_read_;
-    w.n_write = iov_write_;
-    c = w;
+    c.n_read = iov_read_;
+    c.n_write = iov_write_;
     return true;
 }
 
@@ -646,6 +652,8 @@ bool device::save_packed(uint16_t qi, chain& c) {
 
 void device::free_saved(uint16_t qi, const chain& c) {
     if (!queues_[qi].packed) return;
+    if (c.head < id_busy_[qi].size()) id_busy_[qi][c.head] = 0;
+    if (c.saved == no_record) return;
     std::vector<saved_desc>& pool = pools_[qi];
     uint16_t r = c.saved;
     for (uint32_t k = 0; r != no_record && k < c.ndesc; ++k) {
@@ -654,7 +662,6 @@ void device::free_saved(uint16_t qi, const chain& c) {
         pool_free_[qi] = r;
         r = next;
     }
-    if (c.head < id_busy_[qi].size()) id_busy_[qi][c.head] = 0;
 }
 
 // The ring's parts as host pointers, looked up once per queue set-up rather than on every
@@ -756,10 +763,7 @@ bool device::pop_packed(uint16_t qi, chain& c) {
 // The lies armed for the next completion of a request queue, disarmed as they are told.
 device::lies device::take_lies(uint16_t qi) {
     lies l{};
-    const faults& f = faults_;
-    if (qi < first_request_queue ||
-        !(f.lie_bad_id | f.lie_middle_id | f.lie_bad_len | f.lie_duplicate | f.lie_used_jump))
-        return l;
+    if (qi < first_request_queue || !lies_armed()) return l;
     l.bad_id = faults_.lie_bad_id;
     l.middle_id = !l.bad_id && faults_.lie_middle_id;
     l.extra_len = faults_.lie_bad_len ? 1u << 20 : 0;
@@ -778,7 +782,7 @@ void device::push_used(uint16_t qi, const chain& c, uint32_t len) {
     queue& q = queues_[qi];
     if (!map_ring(q)) return;
     if (q.packed) return push_used_packed(qi, c, len, c.ndesc);
-    const lies l = take_lies(qi);
+    const lies l = qi >= first_request_queue && lies_armed() ? take_lies(qi) : lies{};
     uint32_t id = c.head;
     if (l.bad_id) id = q.size + 7;
     if (l.middle_id) id = ld16(q.desc_p + 16 * c.head + 14);  // the next descriptor: not a head
@@ -799,7 +803,7 @@ void device::push_used(uint16_t qi, const chain& c, uint32_t len) {
 // then the position skips `skip` descriptors.
 void device::push_used_packed(uint16_t qi, const chain& c, uint32_t len, uint32_t skip) {
     queue& q = queues_[qi];
-    const lies l = take_lies(qi);
+    const lies l = qi >= first_request_queue && lies_armed() ? take_lies(qi) : lies{};
     uint32_t id = c.head;
     if (l.bad_id) id = q.size + 7;
     if (l.middle_id) {
@@ -820,11 +824,13 @@ void device::push_used_packed(uint16_t qi, const chain& c, uint32_t len, uint32_
             st16_shared(d + 14, uint16_t((q.used_wrap ? f_avail | f_used : 0) | (len ? f_write : 0)));
             if (++pos == q.size) pos = 0;
         }
-        for (uint32_t i = 0; i < skip; ++i)
-            if (++q.used_idx == q.size) {
-                q.used_idx = 0;
-                q.used_wrap = !q.used_wrap;
-            }
+        // Skip the list (or run): skip <= 2 laps, as lies go.
+        uint32_t at = uint32_t(q.used_idx) + skip;
+        while (at >= q.size) {
+            at -= q.size;
+            q.used_wrap = !q.used_wrap;
+        }
+        q.used_idx = uint16_t(at);
         q.used_total += skip;
     }
 }

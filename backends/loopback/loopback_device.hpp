@@ -294,8 +294,12 @@ private:
     bool walk_chain(uint16_t qi, chain& c);
     bool walk_split(queue& q, chain& c);
     bool walk_packed(uint16_t qi, chain& c);
+    bool take_table(uint64_t addr, uint32_t len, bool& seen_write, chain& c);
     bool save_packed(uint16_t qi, chain& c);
-    static bool packed_available(uint16_t flags, bool wrap);
+    // Is a packed descriptor with these flags available in a lap with wrap counter `wrap`?
+    static bool packed_available(uint16_t flags, bool wrap) {
+        return bool(flags & (1u << 7)) == wrap && bool(flags & (1u << 15)) != wrap;
+    }
     bool take_buffer(uint64_t addr, uint32_t len, bool writable, bool& seen_write, chain& c);
     void free_saved(uint16_t qi, const chain& c);
     struct lies {
@@ -303,6 +307,10 @@ private:
         uint32_t extra_len;
     };
     lies take_lies(uint16_t qi);
+    bool lies_armed() const {
+        return faults_.lie_bad_id | faults_.lie_middle_id | faults_.lie_bad_len | faults_.lie_duplicate |
+               faults_.lie_used_jump;
+    }
     void push_used(uint16_t qi, const chain& c, uint32_t len);
     void push_used_packed(uint16_t qi, const chain& c, uint32_t len, uint32_t skip);
     void set_device_event(queue& q);
