@@ -148,8 +148,7 @@ public:
     status init(const ring_config& cfg, dma_region dev, private_region priv) {
         if (!packed_detail::config_valid(cfg)) return status::invalid_argument;
         const packed_detail::layout l = packed_detail::layout_of(cfg);
-        if (!dev.virt || dev.bytes < l.dev_total) return status::too_small;
-        if ((reinterpret_cast<uintptr_t>(dev.virt) & 15) || (dev.bus & 15)) return status::invalid_argument;
+        VSCSI_TRY(ring_detail::check_ring_region(dev, l.dev_total));
         VSCSI_TRY(check_private_region(priv, l.priv_total, dev));
         cfg_ = cfg;
         mem_ = dev;
@@ -351,17 +350,11 @@ public:
 
     template <class F>
     void reclaim_all(F&& on_token) {
-        for (uint32_t i = 0; i < cfg_.size; ++i) {
-            if (heads_[i].added_in) on_token(heads_[i].token);
-        }
+        ring_detail::for_each_in_flight(heads_, cfg_.size, on_token);
         reset_state();
     }
 
-    bool token_in_flight(uint32_t token) const {
-        for (uint32_t i = 0; i < cfg_.size; ++i)
-            if (heads_[i].added_in && heads_[i].token == token) return true;
-        return false;
-    }
+    bool token_in_flight(uint32_t token) const { return ring_detail::token_in_flight(heads_, cfg_.size, token); }
 
 private:
     uint8_t* base() const { return static_cast<uint8_t*>(mem_.virt); }
@@ -396,23 +389,21 @@ private:
 
     // The avail and used positions move on by n descriptors; at the end of the ring the lap's
     // wrap counter flips, and with it the AVAIL/USED bits that mark a descriptor in it.
-    void advance_avail(uint32_t n) {
-        uint32_t p = uint32_t(next_avail_) + n;
-        if (p >= cfg_.size) {
+    bool advance(uint16_t& pos, bool& wrap, uint32_t n) const {
+        uint32_t p = uint32_t(pos) + n;
+        const bool lap = p >= cfg_.size;
+        if (lap) {
             p -= cfg_.size;
-            avail_wrap_ = !avail_wrap_;
-            avail_bits_ = pring::avail_bits(avail_wrap_);
+            wrap = !wrap;
         }
-        next_avail_ = uint16_t(p);
+        pos = uint16_t(p);
+        return lap;
+    }
+    void advance_avail(uint32_t n) {
+        if (advance(next_avail_, avail_wrap_, n)) avail_bits_ = pring::avail_bits(avail_wrap_);
     }
     void advance_used(uint32_t n) {
-        uint32_t p = uint32_t(next_used_) + n;
-        if (p >= cfg_.size) {
-            p -= cfg_.size;
-            used_wrap_ = !used_wrap_;
-            used_bits_ = pring::used_bits(used_wrap_);
-        }
-        next_used_ = uint16_t(p);
+        if (advance(next_used_, used_wrap_, n)) used_bits_ = pring::used_bits(used_wrap_);
     }
 
     uint32_t fifo_slot(uint32_t k) const {

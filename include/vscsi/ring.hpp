@@ -112,8 +112,7 @@ public:
     status init(const ring_config& cfg, dma_region dev, private_region priv) {
         if (!ring_detail::config_valid(cfg)) return status::invalid_argument;
         const ring_detail::layout l = ring_detail::layout_of(cfg);
-        if (!dev.virt || dev.bytes < l.total) return status::too_small;
-        if ((reinterpret_cast<uintptr_t>(dev.virt) & 15) || (dev.bus & 15)) return status::invalid_argument;
+        VSCSI_TRY(ring_detail::check_ring_region(dev, l.total));
         if (cfg.legacy && ((reinterpret_cast<uintptr_t>(dev.virt) | dev.bus) & (legacy_used_align - 1)))
             return status::invalid_argument;
         VSCSI_TRY(check_private_region(priv, l.private_total, dev));
@@ -279,17 +278,11 @@ public:
 
     template <class F>
     void reclaim_all(F&& on_token) {
-        for (uint32_t i = 0; i < cfg_.size; ++i) {
-            if (heads_[i].added_in) on_token(heads_[i].token);
-        }
+        ring_detail::for_each_in_flight(heads_, cfg_.size, on_token);
         reset_state();
     }
 
-    bool token_in_flight(uint32_t token) const {
-        for (uint32_t i = 0; i < cfg_.size; ++i)
-            if (heads_[i].added_in && heads_[i].token == token) return true;
-        return false;
-    }
+    bool token_in_flight(uint32_t token) const { return ring_detail::token_in_flight(heads_, cfg_.size, token); }
 
 private:
     uint8_t* base() const { return static_cast<uint8_t*>(mem_.virt); }

@@ -6,6 +6,7 @@
 #include <stddef.h>
 
 #include "platform.hpp"
+#include "status.hpp"
 
 namespace vscsi {
 
@@ -84,6 +85,26 @@ inline bool segments_valid(const sg_entry* out, uint32_t n_out, const sg_entry* 
 constexpr bool use_indirect(const ring_config& c, uint32_t n, uint32_t num_free, uint16_t tables_free) {
     if (!c.indirect || n < 2 || n > c.indirect_max || tables_free == 0) return false;
     return n > c.direct_max || num_free < n + c.size / 2;
+}
+
+// The tokens of the chains in flight, one call each.
+template <class F>
+void for_each_in_flight(const head_state* heads, uint32_t n, F&& f) {
+    for (uint32_t i = 0; i < n; ++i)
+        if (heads[i].added_in) f(heads[i].token);
+}
+inline bool token_in_flight(const head_state* heads, uint32_t n, uint32_t token) {
+    for (uint32_t i = 0; i < n; ++i)
+        if (heads[i].added_in && heads[i].token == token) return true;
+    return false;
+}
+
+// The device-visible region a ring is given: present, as large as its layout, 16-byte aligned
+// in both address spaces (descriptors are).
+inline status check_ring_region(const dma_region& dev, size_t need) {
+    if (!dev.virt || dev.bytes < need) return status::too_small;
+    if ((reinterpret_cast<uintptr_t>(dev.virt) & 15) || (dev.bus & 15)) return status::invalid_argument;
+    return status::ok;
 }
 
 // Checks a used length against the chain it names. A length within the writable bytes is
