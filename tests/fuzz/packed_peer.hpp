@@ -90,7 +90,9 @@ public:
     // checked and held, and its id returned.
     std::vector<uint16_t> sync() {
         std::vector<uint16_t> fresh;
-        while (available(flags_at(pos_of(avail_)), wrap_of(avail_))) {
+        // Nothing past a ring's worth from the reaper can be the driver's: it has not got
+        // those descriptors back (what lies there is the device's, from the lap before).
+        while (avail_ < reap_ + s_.size && available(flags_at(pos_of(avail_)), wrap_of(avail_))) {
             chain c = walk();
             c.published = true;
             fresh.push_back(c.head);
@@ -264,6 +266,7 @@ private:
         auto take = [&](uint64_t addr, uint32_t len, bool w) { take_checked_buffer(mem_, c, seen_write, addr, len, w); };
         for (uint32_t n = 0;; ++n) {
             FUZZ_CHECK(n < s_.size, "list longer than the ring (checklist 42)");
+            FUZZ_CHECK(at < reap_ + s_.size, "a list runs into descriptors the driver has not got back");
             const uint16_t pos = pos_of(at);
             const uint8_t* d = ring_ + 16ull * pos;
             const uint16_t flags = ld16(d + 14);
