@@ -35,8 +35,7 @@ $(error virtio_scsi: USE_FIND_VQS must be 0 or 1, not '$(USE_FIND_VQS)')
 endif
 
 vsk-glue := glue_el5
-vsk-family-flags := -DVSCSI_EL5_FIND_VQS=$(USE_FIND_VQS) \
-	-DVSCSI_EL5_CANCEL_WORK_SYNC=$(if $(call vsk-has,linux/workqueue.h,cancel_work_sync,1),1,0)
+vsk-family-flags := -DVSCSI_EL5_FIND_VQS=$(USE_FIND_VQS)
 # Debian's g++ builds position-independent code by default, which the kernel code model
 # refuses; 2.6.18's CFLAGS do not say -fno-pie (gcc 4.1 had no such default), nor turn the
 # stack protector off when the compiler does not enable it by itself.

@@ -10,9 +10,8 @@
  * queuecommand() takes a done callback and runs under host_lock; the data buffer is
  * request_buffer/use_sg; INIT_WORK takes three arguments; virtio_config has find_vq/del_vq
  * before 2.6.18-238.el5 and find_vqs/del_vqs from then on (VSCSI_EL5_FIND_VQS, detected by
- * Kbuild from the tree); cancel_work_sync() exists only in later ones
- * (VSCSI_EL5_CANCEL_WORK_SYNC); the virtio_pci transport speaks legacy virtio only and
- * allocates each ring with one kzalloc().
+ * Kbuild from the tree); scsi_device_get() fails while the module is being unloaded; the
+ * virtio_pci transport speaks legacy virtio only and allocates each ring with one kzalloc().
  */
 #include <linux/module.h>
 #include <linux/moduleparam.h>
@@ -20,11 +19,13 @@
 #include <linux/slab.h>
 #include <linux/spinlock.h>
 #include <linux/list.h>
+#include <linux/bitmap.h>
 #include <linux/workqueue.h>
 #include <linux/completion.h>
 #include <linux/interrupt.h>
 #include <linux/scatterlist.h>
 #include <linux/err.h>
+#include <linux/delay.h>
 #include <linux/pci.h>
 #include <linux/virtio.h>
 #include <linux/virtio_config.h>
@@ -46,14 +47,10 @@
 #ifndef VSCSI_EL5_FIND_VQS
 #error "VSCSI_EL5_FIND_VQS must be set by Kbuild (0: find_vq/del_vq, 1: find_vqs/del_vqs)"
 #endif
-#ifndef VSCSI_EL5_CANCEL_WORK_SYNC
-#define VSCSI_EL5_CANCEL_WORK_SYNC 0
-#endif
 
 #define VS_VIRTIO_ID_SCSI 8
 #define VS_NUM_VQS 3
 #define VS_EVENT_BUFS 8
-#define VS_TMF_TIMEOUT (30 * HZ)
 /* Everything on a legacy device is in guest byte order and used lengths are not trusted. */
 #define VS_FLAGS VSK_LEGACY
 /*
@@ -67,6 +64,18 @@ static unsigned int max_queue_size;
 module_param(max_queue_size, uint, 0444);
 MODULE_PARM_DESC(max_queue_size, "largest virtqueue size to accept (0: what the kernel can allocate)");
 
+/*
+ * After tmf_timeout seconds an abort or reset fails and the midlayer escalates; the tests
+ * shorten it, and delay event handling to catch removal with event work pending.
+ */
+static unsigned int tmf_timeout = 30;
+module_param(tmf_timeout, uint, 0644);
+MODULE_PARM_DESC(tmf_timeout, "seconds to wait for a task management function (default 30)");
+
+static unsigned int event_delay_ms;
+module_param(event_delay_ms, uint, 0644);
+MODULE_PARM_DESC(event_delay_ms, "delay before handling each event, for testing (default 0)");
+
 /* One SCSI command in flight. The scatterlist follows the structure. */
 struct vs_cmd {
 	struct scsi_cmnd *sc;
@@ -76,10 +85,13 @@ struct vs_cmd {
 	struct scatterlist sg[0];
 };
 
-/* A task management request; freed by its waiter, or by the callback once abandoned. */
+/*
+ * A task management request; freed by its waiter, or once abandoned (its waiter gave up) by
+ * the callback or a device reset.
+ */
 struct vs_tmf {
 	struct completion done;
-	struct list_head node; /* vs_host.abandoned, under ctrl_lock, once given up on */
+	struct list_head node; /* vs_host.tmfs while the device has it, under ctrl_lock */
 	int abandoned; /* under ctrl_lock */
 	int answered;  /* under ctrl_lock */
 	unsigned int used_len;
@@ -103,8 +115,8 @@ struct vs_host {
 	struct virtqueue *vq[VS_NUM_VQS];
 	unsigned int req_vq_size;
 	spinlock_t req_lock, ctrl_lock, event_lock;
-	struct list_head inflight;
-	struct list_head abandoned;
+	struct list_head inflight; /* vs_cmd, under req_lock */
+	struct list_head tmfs;     /* vs_tmf, under ctrl_lock */
 	int stopping;  /* under event_lock: remove() has begun, no event work is started */
 	int resetting; /* under event_lock: the virtqueues are being replaced */
 	struct vs_event_buf events[VS_EVENT_BUFS];
@@ -251,6 +263,16 @@ static int vs_host_byte(uint8_t host)
 	}
 }
 
+/* Complete a command the device never answered (it was reset): the midlayer retries it. */
+static void vs_fail_cmd(struct vs_cmd *cmd)
+{
+	struct scsi_cmnd *sc = cmd->sc;
+
+	sc->result = DID_RESET << 16;
+	kfree(cmd);
+	sc->scsi_done(sc);
+}
+
 static void vs_complete_cmd(struct vs_cmd *cmd, unsigned int used_len)
 {
 	struct scsi_cmnd *sc = cmd->sc;
@@ -368,27 +390,40 @@ static int vs_queuecommand(struct scsi_cmnd *sc, void (*done)(struct scsi_cmnd *
 
 /* ---- task management ----------------------------------------------------------------- */
 
+/* Hand a TMF back to its waiter, or free it if the waiter gave up; called with ctrl_lock held. */
+static void vs_tmf_returned(struct vs_tmf *tmf, unsigned int used_len)
+{
+	list_del(&tmf->node);
+	if (tmf->abandoned) {
+		kfree(tmf);
+		return;
+	}
+	tmf->used_len = used_len;
+	tmf->answered = 1;
+	complete(&tmf->done);
+}
+
+/* Reap the control queue; called with ctrl_lock held. */
+static void vs_reap_ctrl(struct vs_host *vs)
+{
+	struct virtqueue *vq = vs->vq[VSK_CONTROLQ];
+	struct vs_tmf *tmf;
+	unsigned int len;
+
+	do {
+		vq->vq_ops->disable_cb(vq);
+		while ((tmf = vq->vq_ops->get_buf(vq, &len)) != NULL)
+			vs_tmf_returned(tmf, len);
+	} while (!vq->vq_ops->enable_cb(vq));
+}
+
 static void vs_ctrl_done(struct virtqueue *vq)
 {
 	struct vs_host *vs = vs_of(vq->vdev->priv);
-	struct vs_tmf *tmf;
 	unsigned long flags;
-	unsigned int len;
 
 	spin_lock_irqsave(&vs->ctrl_lock, flags);
-	do {
-		vq->vq_ops->disable_cb(vq);
-		while ((tmf = vq->vq_ops->get_buf(vq, &len)) != NULL) {
-			if (tmf->abandoned) {
-				list_del(&tmf->node);
-				kfree(tmf);
-				continue;
-			}
-			tmf->used_len = len;
-			tmf->answered = 1;
-			complete(&tmf->done);
-		}
-	} while (!vq->vq_ops->enable_cb(vq));
+	vs_reap_ctrl(vs);
 	spin_unlock_irqrestore(&vs->ctrl_lock, flags);
 }
 
@@ -417,20 +452,21 @@ static int vs_tmf(struct vs_host *vs, uint32_t function, unsigned int target, un
 
 	spin_lock_irqsave(&vs->ctrl_lock, flags);
 	err = vq->vq_ops->add_buf(vq, sg, 1, 1, tmf);
-	if (err >= 0)
+	if (err >= 0) {
+		list_add_tail(&tmf->node, &vs->tmfs);
 		vq->vq_ops->kick(vq);
+	}
 	spin_unlock_irqrestore(&vs->ctrl_lock, flags);
 	if (err < 0) {
 		kfree(tmf);
 		return FAILED;
 	}
 
-	if (!wait_for_completion_timeout(&tmf->done, VS_TMF_TIMEOUT)) {
+	if (!wait_for_completion_timeout(&tmf->done, max(1u, tmf_timeout) * HZ)) {
 		spin_lock_irqsave(&vs->ctrl_lock, flags);
 		if (!tmf->answered) {
 			/* The device still owns the buffers: the callback or a reset frees them. */
 			tmf->abandoned = 1;
-			list_add_tail(&tmf->node, &vs->abandoned);
 			spin_unlock_irqrestore(&vs->ctrl_lock, flags);
 			printk(KERN_WARNING "virtio_scsi: TMF %u to %u:%u timed out\n", function,
 			       target, lun);
@@ -483,12 +519,28 @@ static int vs_eh_device_reset(struct scsi_cmnd *sc)
 
 static int vs_reinit(struct vs_host *vs);
 
-/* Bus reset: an I_T nexus reset of the target; if the device refuses, reset the device. */
+/*
+ * Bus reset: an I_T NEXUS RESET to every target the host has a device on (2.6.18 has no
+ * target reset handler: this is the step between a LUN reset and a device reset). If the
+ * device refuses any of them, reset the device.
+ */
 static int vs_eh_bus_reset(struct scsi_cmnd *sc)
 {
-	struct vs_host *vs = vs_of(sc->device->host);
+	struct Scsi_Host *shost = sc->device->host;
+	struct vs_host *vs = vs_of(shost);
+	DECLARE_BITMAP(targets, 256);
+	struct scsi_device *sdev;
+	unsigned int id;
+	int failed = 0;
 
-	if (vs_tmf(vs, VSK_TMF_I_T_NEXUS_RESET, sc->device->id, sc->device->lun, 0) == SUCCESS)
+	bitmap_zero(targets, 256);
+	shost_for_each_device(sdev, shost)
+		if (sdev->id < 256)
+			__set_bit(sdev->id, targets);
+	for (id = find_first_bit(targets, 256); id < 256; id = find_next_bit(targets, 256, id + 1))
+		if (vs_tmf(vs, VSK_TMF_I_T_NEXUS_RESET, id, 0, 0) != SUCCESS)
+			failed = 1;
+	if (!failed)
 		return SUCCESS;
 	return vs_reinit(vs) ? FAILED : SUCCESS;
 }
@@ -514,6 +566,13 @@ static void vs_event_post(struct vs_host *vs, struct vs_event_buf *ev)
 		ev->state = VS_EV_IDLE;
 }
 
+/*
+ * Event work holds a module reference from the event's arrival to the end of its work.
+ * Once rmmod has begun, 2.6.18's scsi_device_get() fails, so the midlayer's lookups in an
+ * event's work would find no devices and its scans would add them twice (and leave a half-made
+ * one that oopses scsi_remove_host). With the reference, rmmod is refused ("in use") while any
+ * event is pending; an event that arrives once it has begun is dropped.
+ */
 static void vs_event_done(struct virtqueue *vq)
 {
 	struct vs_host *vs = vs_of(vq->vdev->priv);
@@ -526,7 +585,7 @@ static void vs_event_done(struct virtqueue *vq)
 		vq->vq_ops->disable_cb(vq);
 		while ((ev = vq->vq_ops->get_buf(vq, &len)) != NULL) {
 			ev->used_len = len;
-			if (vs->stopping) {
+			if (vs->stopping || !try_module_get(THIS_MODULE)) {
 				ev->state = VS_EV_IDLE;
 				continue;
 			}
@@ -636,9 +695,17 @@ static void vs_event_work(void *data)
 	struct vs_host *vs = ev->vs;
 	struct vsk_event e;
 	unsigned long flags;
+	int stopping;
 
-	vsk_event_decode(ev->buf, VS_FLAGS, ev->used_len, &e);
-	vs_handle_event(vs, &e);
+	if (event_delay_ms)
+		msleep(event_delay_ms);
+	spin_lock_irqsave(&vs->event_lock, flags);
+	stopping = vs->stopping;
+	spin_unlock_irqrestore(&vs->event_lock, flags);
+	if (!stopping) { /* the host is going: nothing to add to or remove from it */
+		vsk_event_decode(ev->buf, VS_FLAGS, ev->used_len, &e);
+		vs_handle_event(vs, &e);
+	}
 
 	spin_lock_irqsave(&vs->event_lock, flags);
 	if (vs->stopping || vs->resetting) {
@@ -648,6 +715,8 @@ static void vs_event_work(void *data)
 		vs->vq[VSK_EVENTQ]->vq_ops->kick(vs->vq[VSK_EVENTQ]);
 	}
 	spin_unlock_irqrestore(&vs->event_lock, flags);
+	/* remove() flushes this work before the module can go, so returning from here is safe. */
+	module_put(THIS_MODULE);
 }
 
 /* Post every event buffer not being handled; called with event_lock held. */
@@ -665,18 +734,14 @@ static void vs_events_post_idle(struct vs_host *vs)
 static void vs_events_quiesce(struct vs_host *vs)
 {
 	unsigned long flags;
-#if VSCSI_EL5_CANCEL_WORK_SYNC
-	int i;
-#endif
 
 	spin_lock_irqsave(&vs->event_lock, flags);
 	vs->stopping = 1;
 	spin_unlock_irqrestore(&vs->event_lock, flags);
-#if VSCSI_EL5_CANCEL_WORK_SYNC
-	for (i = 0; i < VS_EVENT_BUFS; i++)
-		cancel_work_sync(&vs->events[i].work);
-#endif
-	/* Waits for work already running or queued; nothing new is scheduled once stopping. */
+	/*
+	 * Waits for work already running or queued (queued work finds stopping set and does
+	 * nothing but drop its module reference); nothing new is scheduled once stopping.
+	 */
 	flush_scheduled_work();
 }
 
@@ -722,18 +787,36 @@ static void vs_set_driver_ok(struct virtio_device *vdev)
 }
 
 /*
- * Reset the device and set it up again (EH context, may sleep). The midlayer owns every
- * outstanding command by now (error handling runs once all of them have failed to it), so
- * the ring's buffers are simply dropped with the old queues.
+ * After a device reset: deliver what the device completed before it, and hand back every
+ * command and TMF it still held: commands with DID_RESET (the midlayer retries them, and
+ * ignores the completion of one it has already timed out), TMFs as failed (an abandoned one
+ * is freed).
  */
-static int vs_reinit(struct vs_host *vs)
+static void vs_reclaim(struct vs_host *vs)
 {
-	struct virtio_device *vdev = vs->vdev;
 	struct vs_cmd *cmd, *cmd_next;
 	struct vs_tmf *tmf, *tmf_next;
 	unsigned long flags;
-	LIST_HEAD(dead_cmds);
-	LIST_HEAD(dead_tmfs);
+
+	spin_lock_irqsave(&vs->req_lock, flags);
+	vs_reap_requests(vs);
+	list_for_each_entry_safe(cmd, cmd_next, &vs->inflight, node) {
+		list_del(&cmd->node);
+		vs_fail_cmd(cmd);
+	}
+	spin_unlock_irqrestore(&vs->req_lock, flags);
+	spin_lock_irqsave(&vs->ctrl_lock, flags);
+	vs_reap_ctrl(vs);
+	list_for_each_entry_safe(tmf, tmf_next, &vs->tmfs, node)
+		vs_tmf_returned(tmf, 0); /* its response still says "not answered" */
+	spin_unlock_irqrestore(&vs->ctrl_lock, flags);
+}
+
+/* Reset the device and set it up again (EH or SG_SCSI_RESET context, may sleep). */
+static int vs_reinit(struct vs_host *vs)
+{
+	struct virtio_device *vdev = vs->vdev;
+	unsigned long flags;
 	int err;
 
 	printk(KERN_INFO "virtio_scsi: resetting the device\n");
@@ -742,17 +825,8 @@ static int vs_reinit(struct vs_host *vs)
 	spin_unlock_irqrestore(&vs->event_lock, flags);
 
 	vdev->config->reset(vdev); /* the device lets go of every buffer */
-	spin_lock_irqsave(&vs->req_lock, flags);
-	list_splice_init(&vs->inflight, &dead_cmds);
-	spin_unlock_irqrestore(&vs->req_lock, flags);
-	spin_lock_irqsave(&vs->ctrl_lock, flags);
-	list_splice_init(&vs->abandoned, &dead_tmfs);
-	spin_unlock_irqrestore(&vs->ctrl_lock, flags);
+	vs_reclaim(vs);
 	vs_del_vqs(vs);
-	list_for_each_entry_safe(cmd, cmd_next, &dead_cmds, node)
-		kfree(cmd);
-	list_for_each_entry_safe(tmf, tmf_next, &dead_tmfs, node)
-		kfree(tmf);
 
 	/* The bring-up the virtio bus did at probe time, again. */
 	vdev->config->set_status(vdev, VIRTIO_CONFIG_S_ACKNOWLEDGE);
@@ -804,6 +878,8 @@ static struct scsi_host_template vs_template = {
 	.sg_tablesize = 1,
 	.cmd_per_lun = 1,
 	.use_clustering = ENABLE_CLUSTERING,
+	/* The midlayer sleeps 10 s after a bus or host reset for a bus to settle; virtio has none. */
+	.skip_settle_delay = 1,
 };
 
 static int vs_probe(struct virtio_device *vdev)
@@ -826,7 +902,7 @@ static int vs_probe(struct virtio_device *vdev)
 	spin_lock_init(&vs->ctrl_lock);
 	spin_lock_init(&vs->event_lock);
 	INIT_LIST_HEAD(&vs->inflight);
-	INIT_LIST_HEAD(&vs->abandoned);
+	INIT_LIST_HEAD(&vs->tmfs);
 	for (i = 0; i < VS_EVENT_BUFS; i++) {
 		vs->events[i].vs = vs;
 		vs->events[i].state = VS_EV_IDLE;
@@ -877,6 +953,7 @@ static void vs_remove(struct virtio_device *vdev)
 	vs_events_quiesce(vs);
 	scsi_remove_host(shost);
 	vdev->config->reset(vdev);
+	vs_reclaim(vs); /* a TMF abandoned earlier may still be in the control queue */
 	vs_del_vqs(vs);
 	scsi_host_put(shost);
 }

@@ -76,6 +76,10 @@ device::device(const options& o, const dma_map& mem) : opt_(o), mem_(mem) {
     if (opt_.event_idx) device_features_ |= feature::bit(feature::ring_event_idx);
     if (has_legacy) device_features_ |= feature::bit(feature::any_layout) | feature::bit(feature::notify_on_empty);
     if (has_modern) device_features_ |= feature::bit(feature::version_1);
+    // Ring formats and orders beyond the split ring are virtio 1.x features: a legacy
+    // interface has no bit for them.
+    if (has_modern && opt_.packed) device_features_ |= feature::bit(feature::ring_packed);
+    if (has_modern && opt_.in_order) device_features_ |= feature::bit(feature::in_order);
     device_features_ &= ~opt_.withhold_features;
 
     // PCI configuration space.
@@ -121,8 +125,10 @@ device::device(const options& o, const dma_map& mem) : opt_(o), mem_(mem) {
     for (queue& q : queues_) q.max = opt_.queue_max;
     iovs_.resize(opt_.queue_max + 8);
     held_.resize(opt_.queue_max * (2 + opt_.num_queues));
-    batch_heads_.reserve(opt_.queue_max * 2);
-    batch_lens_.reserve(opt_.queue_max * 2);
+    batch_.reserve(opt_.queue_max * 2);
+    pools_.assign(queues_.size(), std::vector<saved_desc>(opt_.queue_max));
+    pool_free_.assign(queues_.size(), 0);
+    id_busy_.assign(queues_.size(), std::vector<uint8_t>(opt_.queue_max, 0));
     luns_.reserve(64);
 }
 
@@ -173,15 +179,11 @@ void device::write(unsigned bar, uint32_t off, unsigned width, uint32_t v) {
 
 void device::start_thread(int cpu) {
     if (running_.exchange(true)) return;
-    thread_ = std::thread([this] {
-        while (running_.load(std::memory_order_relaxed)) step();
-    });
-    if (cpu >= 0) {
-        cpu_set_t set;
-        CPU_ZERO(&set);
-        CPU_SET(cpu, &set);
-        pthread_setaffinity_np(thread_.native_handle(), sizeof(set), &set);  // best effort
-    }
+    // Pinned from here, before it runs: see pinned_thread.hpp.
+    if (!thread_.start(cpu, [this] {
+            while (running_.load(std::memory_order_relaxed)) step();
+        }))
+        running_ = false;
 }
 
 void device::stop_thread() {
@@ -360,7 +362,9 @@ void device::common_write(uint32_t off, unsigned width, uint32_t v) {
         case 24:
             want(2);
             if (!queue_field()) return;
-            if (v == 0 || v > q->max || (v & (v - 1))) return violation("queue size not a power of two <= max (checklist 40)");
+            // Packed rings take any size; split ones a power of two (checklist 40).
+            if (v == 0 || v > q->max || (!(driver_features_ & feature::bit(feature::ring_packed)) && (v & (v - 1))))
+                return violation("queue size not a power of two <= max (checklist 40)");
             q->size = v;
             return;
         case 26: want(2); if (q) q->msix = msix_vector(v); return;
@@ -476,13 +480,48 @@ void device::set_needs_reset() {
 }
 
 // ---- rings ----
-bool device::walk_chain(queue& q, uint16_t head, chain& c) {
-    c = chain{head, 0, 0, 0, 0};
+// Packed ring descriptor flags; the split ring's NEXT, WRITE and INDIRECT are the same bits.
+constexpr uint16_t f_next = 1, f_write = 2, f_indirect = 4, f_avail = 1u << 7, f_used = 1u << 15;
+constexpr uint16_t event_enable = 0, event_disable = 1, event_desc = 2;
+constexpr uint16_t no_record = 0xffff;
+
+bool device::walk_chain(uint16_t qi, chain& c) {
+    return queues_[qi].packed ? walk_packed(qi, c) : walk_split(queues_[qi], c);
+}
+
+
+
+// One buffer of the current chain: device-readable ones first (checklist 41), inside DMA
+// memory, no more than the queue holds.
+bool device::take_buffer(uint64_t addr, uint32_t len, bool writable, bool& seen_write, chain& c) {
+    if (!writable && seen_write) return violation("readable descriptor after a writable one (checklist 41)"), set_needs_reset(), false;
+    seen_write |= writable;
+    uint8_t* p = len ? mem_.translate(addr, len) : nullptr;
+    if (len && !p) {
+        violation("buffer address outside DMA memory (a virtual address?)");
+        set_needs_reset();
+        return false;
+    }
+    const uint32_t k = iov_read_ + iov_write_;
+    if (k >= iovs_.size()) return violation("chain longer than the queue (checklist 42)"), set_needs_reset(), false;
+    iovs_[k] = iov{p, len};
+    if (writable) {
+        ++iov_write_;
+        c.write_bytes += len;
+    } else {
+        ++iov_read_;
+        c.read_bytes += len;
+    }
+    return true;
+}
+
+bool device::walk_split(queue& q, chain& c) {
+    c = chain{c.head, 0, no_record, 0, 0, 0, 0, 0, false};
     iov_read_ = iov_write_ = 0;
     uint32_t n = 0;
     uint64_t table = q.desc;
     uint32_t table_len = q.size;
-    uint16_t idx = head;
+    uint16_t idx = c.head;
     bool indirect = false;
     bool seen_write = false;
     // The whole table is translated once (the ring's own when it was mapped); every index
@@ -504,9 +543,9 @@ bool device::walk_chain(queue& q, uint16_t head, chain& c) {
         const uint32_t len = ld32(d + 8);
         const uint16_t flags = ld16(d + 12);
         const uint16_t next = ld16(d + 14);
-        if (flags & 4) {
+        if (flags & f_indirect) {
             if (indirect) return violation("nested indirect descriptor (checklist 43)"), set_needs_reset(), false;
-            if (flags & 1) return violation("INDIRECT together with NEXT (checklist 43)"), set_needs_reset(), false;
+            if (flags & f_next) return violation("INDIRECT together with NEXT (checklist 43)"), set_needs_reset(), false;
             if (!(driver_features_ & feature::bit(feature::ring_indirect_desc)))
                 return violation("indirect descriptor without the feature (checklist 43)"), set_needs_reset(), false;
             if (len == 0 || len % 16) return violation("indirect table of bad length"), set_needs_reset(), false;
@@ -519,26 +558,8 @@ bool device::walk_chain(queue& q, uint16_t head, chain& c) {
             n = 0;
             continue;
         }
-        const bool writable = flags & 2;
-        if (!writable && seen_write) return violation("readable descriptor after a writable one (checklist 41)"), set_needs_reset(), false;
-        seen_write |= writable;
-        uint8_t* p = len ? mem_.translate(addr, len) : nullptr;
-        if (len && !p) {
-            violation("buffer address outside DMA memory (a virtual address?)");
-            set_needs_reset();
-            return false;
-        }
-        const uint32_t k = iov_read_ + iov_write_;
-        if (k >= iovs_.size()) return violation("chain longer than the queue (checklist 42)"), set_needs_reset(), false;
-        iovs_[k] = iov{p, len};
-        if (writable) {
-            ++iov_write_;
-            c.write_bytes += len;
-        } else {
-            ++iov_read_;
-            c.read_bytes += len;
-        }
-        if (!(flags & 1)) break;
+        if (!take_buffer(addr, len, flags & f_write, seen_write, c)) return false;
+        if (!(flags & f_next)) break;
         idx = next;
     }
     c.n_read = iov_read_;
@@ -546,17 +567,119 @@ bool device::walk_chain(queue& q, uint16_t head, chain& c) {
     return true;
 }
 
-// The ring's three parts as host pointers, looked up once per queue set-up rather than on
-// every access. A ring outside DMA memory needs a reset, as any access outside it does.
+// An indirect table's buffers: entries follow one another, and WRITE is the only flag a
+// driver may set in them.
+bool device::take_table(uint64_t addr, uint32_t len, bool& seen_write, chain& c) {
+    if (!(driver_features_ & feature::bit(feature::ring_indirect_desc)))
+        return violation("indirect descriptor without the feature (checklist 43)"), set_needs_reset(), false;
+    if (len == 0 || len % 16) return violation("indirect table of bad length"), set_needs_reset(), false;
+    const uint8_t* tbl = mem_.translate(addr, len);
+    if (!tbl) return violation("indirect table outside DMA memory"), set_needs_reset(), false;
+    for (uint32_t i = 0; i < len / 16; ++i) {
+        const uint8_t* e = tbl + 16ull * i;
+        const uint16_t ef = ld16(e + 14);
+        if (ef & ~f_write) return violation("flags other than WRITE in an indirect table"), set_needs_reset(), false;
+        if (!take_buffer(ld64(e), ld32(e + 8), ef & f_write, seen_write, c)) return false;
+    }
+    return true;
+}
+
+// A packed list: from the ring (its descriptors, each checked available for the lap it lies
+// in, until one without NEXT), or from the device's copy of them once it holds the list.
+bool device::walk_packed(uint16_t qi, chain& c) {
+    const queue& q = queues_[qi];
+    iov_read_ = iov_write_ = 0;
+    c.n_read = c.n_write = 0;
+    c.read_bytes = c.write_bytes = 0;
+    bool seen_write = false;
+    if (c.saved != no_record) {
+        const std::vector<saved_desc>& pool = pools_[qi];
+        uint16_t r = c.saved;
+        for (uint32_t k = 0; k < c.ndesc; ++k, r = pool[r].link) {
+            const saved_desc& d = pool[r];
+            const bool ok = (d.flags & f_indirect) ? take_table(d.addr, d.len, seen_write, c)
+                                                   : take_buffer(d.addr, d.len, d.flags & f_write, seen_write, c);
+            if (!ok) return false;
+        }
+    } else {
+        uint32_t pos = c.pos;
+        bool wrap = c.wrap;
+        c.ndesc = 0;
+        for (;;) {
+            if (c.ndesc == q.size) return violation("a list longer than the ring (checklist 42)"), set_needs_reset(), false;
+            const uint8_t* p = q.desc_p + 16ull * pos;
+            const uint16_t flags = ld16(p + 14);
+            if (!packed_available(flags, wrap))
+                return violation("a list runs into a descriptor not made available"), set_needs_reset(), false;
+            c.head = ld16(p + 12);  // the last descriptor's counts
+            ++c.ndesc;
+            if (++pos == q.size) {
+                pos = 0;
+                wrap = !wrap;
+            }
+            if (flags & f_indirect) {
+                if (c.ndesc != 1 || (flags & f_next))
+                    return violation("INDIRECT with NEXT or in a list (checklist 43)"), set_needs_reset(), false;
+                if (!take_table(ld64(p), ld32(p + 8), seen_write, c)) return false;
+                break;
+            }
+            if (!take_buffer(ld64(p), ld32(p + 8), flags & f_write, seen_write, c)) return false;
+            if (!(flags & f_next)) break;
+        }
+    }
+    c.n_read = iov_read_;
+    c.n_write = iov_write_;
+    return true;
+}
+
+// The device keeps a copy of a packed list it holds on to: used descriptors it writes for
+// later lists overwrite the ring under it.
+bool device::save_packed(uint16_t qi, chain& c) {
+    const queue& q = queues_[qi];
+    if (!q.packed || c.saved != no_record) return true;
+    std::vector<saved_desc>& pool = pools_[qi];
+    uint16_t pos = c.pos, last = no_record;
+    for (uint32_t k = 0; k < c.ndesc; ++k) {
+        const uint16_t r = pool_free_[qi];
+        if (r == no_record) return violation("more descriptors outstanding than the ring holds"), set_needs_reset(), false;
+        pool_free_[qi] = pool[r].link;
+        const uint8_t* p = q.desc_p + 16ull * pos;
+        pool[r] = saved_desc{ld64(p), ld32(p + 8), ld16(p + 14), no_record};
+        (last == no_record ? c.saved : pool[last].link) = r;
+        last = r;
+        if (++pos == q.size) pos = 0;
+    }
+    return true;
+}
+
+void device::free_saved(uint16_t qi, const chain& c) {
+    if (!queues_[qi].packed) return;
+    if (c.head < id_busy_[qi].size()) id_busy_[qi][c.head] = 0;
+    if (c.saved == no_record) return;
+    std::vector<saved_desc>& pool = pools_[qi];
+    uint16_t r = c.saved;
+    for (uint32_t k = 0; r != no_record && k < c.ndesc; ++k) {
+        const uint16_t next = pool[r].link;
+        pool[r].link = pool_free_[qi];
+        pool_free_[qi] = r;
+        r = next;
+    }
+}
+
+// The ring's parts as host pointers, looked up once per queue set-up rather than on every
+// access. A ring outside DMA memory needs a reset, as any access outside it does.
 bool device::map_ring_parts(queue& q) {
-    if ((q.desc & 15) || (q.avail & 1) || (q.used & 3)) {
+    q.packed = driver_features_ & feature::bit(feature::ring_packed);
+    // Packed rings: the descriptor ring (16-aligned) and two 4-byte event structures
+    // (4-aligned); split rings: checklist 39.
+    if ((q.desc & 15) || (q.avail & (q.packed ? 3 : 1)) || (q.used & 3)) {
         violation("ring parts misaligned (checklist 39)");
         set_needs_reset();
         return false;
     }
     uint8_t* d = mem_.translate(q.desc, 16ull * q.size);
-    uint8_t* a = mem_.translate(q.avail, 6 + 2ull * q.size);
-    uint8_t* u = mem_.translate(q.used, 6 + 8ull * q.size);
+    uint8_t* a = mem_.translate(q.avail, q.packed ? 4 : 6 + 2ull * q.size);
+    uint8_t* u = mem_.translate(q.used, q.packed ? 4 : 6 + 8ull * q.size);
     if (!d || !a || !u) {
         set_needs_reset();
         return false;
@@ -564,12 +687,38 @@ bool device::map_ring_parts(queue& q) {
     q.desc_p = d;
     q.avail_p = a;
     q.used_p = u;
+    if (q.packed) {
+        const size_t qi = size_t(&q - queues_.data());
+        std::vector<saved_desc>& pool = pools_[qi];
+        for (uint32_t i = 0; i < q.size; ++i) pool[i].link = uint16_t(i + 1 < q.size ? i + 1 : no_record);
+        pool_free_[qi] = 0;
+        std::fill(id_busy_[qi].begin(), id_busy_[qi].end(), 0);
+        q.device_event = ~0u;  // unknown: written on first use
+    }
     return true;
+}
+
+// The device's event structure, as a device woken by notifications keeps it: with EVENT_IDX
+// a notification for the next descriptor it will read, else all of them. The device thread
+// polls instead and asks for none.
+void device::set_device_event(queue& q) {
+    uint32_t want;
+    if (running_.load(std::memory_order_relaxed))
+        want = uint32_t(event_disable) << 16;
+    else if (driver_features_ & feature::bit(feature::ring_event_idx))
+        want = uint32_t(event_desc) << 16 | q.last_avail | (q.avail_wrap ? 0x8000u : 0);
+    else
+        want = uint32_t(event_enable) << 16;
+    if (want == q.device_event) return;
+    q.device_event = want;
+    st16_shared(q.used_p, uint16_t(want));
+    st16_shared(q.used_p + 2, uint16_t(want >> 16));
 }
 
 bool device::pop_chain(uint16_t qi, chain& c) {
     queue& q = queues_[qi];
     if (!q.enabled || needs_reset_ || !map_ring(q)) return false;
+    if (q.packed) return pop_packed(qi, c);
     const uint16_t avail_idx = ld16_shared(q.avail_p + 2);
     if (avail_idx == q.last_avail) return false;
     if (uint16_t(avail_idx - q.last_avail) > q.size) {
@@ -590,61 +739,137 @@ bool device::pop_chain(uint16_t qi, chain& c) {
         set_needs_reset();
         return false;
     }
-    return walk_chain(q, head, c);
+    c.head = head;
+    return walk_split(q, c);
 }
 
-void device::push_used(uint16_t qi, uint16_t head, uint32_t len) {
-    if (batching_) {
-        batch_heads_.push_back(head);
-        batch_lens_.push_back(len);
+// The next list of a packed ring, if its first descriptor is available for this lap, walked
+// where it lies.
+bool device::pop_packed(uint16_t qi, chain& c) {
+    queue& q = queues_[qi];
+    if (!packed_available(ld16_shared(q.desc_p + 16ull * q.last_avail + 14), q.avail_wrap)) return false;
+    std::atomic_thread_fence(std::memory_order_acquire);
+    c.saved = no_record;
+    c.pos = q.last_avail;
+    c.wrap = q.avail_wrap;
+    if (!walk_packed(qi, c)) return false;
+    const uint32_t next = uint32_t(q.last_avail) + c.ndesc;
+    if (next >= q.size) q.avail_wrap = !q.avail_wrap;
+    q.last_avail = uint16_t(next >= q.size ? next - q.size : next);
+    if (c.head >= q.size) return violation("buffer id past the queue size"), set_needs_reset(), false;
+    if (id_busy_[qi][c.head]) return violation("buffer id reused while the device holds it"), set_needs_reset(), false;
+    id_busy_[qi][c.head] = 1;
+    return true;
+}
+
+// The lies armed for the next completion of a request queue, disarmed as they are told.
+device::lies device::take_lies(uint16_t qi) {
+    lies l{};
+    if (qi < first_request_queue || !lies_armed()) return l;
+    l.bad_id = faults_.lie_bad_id;
+    l.middle_id = !l.bad_id && faults_.lie_middle_id;
+    l.extra_len = faults_.lie_bad_len ? 1u << 20 : 0;
+    l.duplicate = faults_.lie_duplicate;
+    l.used_jump = faults_.lie_used_jump;
+    faults_.lie_bad_id = faults_.lie_bad_len = faults_.lie_duplicate = faults_.lie_used_jump = false;
+    if (l.middle_id) faults_.lie_middle_id = false;
+    return l;
+}
+
+void device::push_used(uint16_t qi, const chain& c, uint32_t len) {
+    if (batching_ && qi == batch_queue_) {
+        batch_.push_back(used_entry{c, len});
         return;
     }
     queue& q = queues_[qi];
-    uint32_t id = head;
-    bool duplicate = false;
-    if (qi >= first_request_queue) {
-        if (faults_.lie_bad_id) {
-            faults_.lie_bad_id = false;
-            id = q.size + 7;
-        } else if (faults_.lie_middle_id) {
-            faults_.lie_middle_id = false;
-            id = map_ring(q) ? ld16(q.desc_p + 16 * head + 14) : 0;  // the next descriptor: not a head
-        }
-        if (faults_.lie_bad_len) {
-            faults_.lie_bad_len = false;
-            len += 1u << 20;
-        }
-        if (faults_.lie_duplicate) {
-            faults_.lie_duplicate = false;
-            duplicate = true;
-        }
-        if (faults_.lie_used_jump) {
-            faults_.lie_used_jump = false;
-            q.used_idx = uint16_t(q.used_idx + q.size + 1);
-        }
-    }
     if (!map_ring(q)) return;
-    for (int k = 0; k < (duplicate ? 2 : 1); ++k) {
+    if (q.packed) return push_used_packed(qi, c, len, c.ndesc);
+    const lies l = qi >= first_request_queue && lies_armed() ? take_lies(qi) : lies{};
+    uint32_t id = c.head;
+    if (l.bad_id) id = q.size + 7;
+    if (l.middle_id) id = ld16(q.desc_p + 16 * c.head + 14);  // the next descriptor: not a head
+    len += l.extra_len;
+    if (l.used_jump) q.used_idx = uint16_t(q.used_idx + q.size + 1);
+    for (int k = 0; k < (l.duplicate ? 2 : 1); ++k) {
         uint8_t* e = q.used_p + 4 + 8 * (q.used_idx & (q.size - 1));
         st32(e, id);
         st32(e + 4, len);
         ++q.used_idx;
+        ++q.used_total;
     }
     std::atomic_thread_fence(std::memory_order_release);
     st16_shared(q.used_p + 2, q.used_idx);
+}
+
+// One used descriptor at the device's used position, for `c` (the last of a run in order),
+// then the position skips `skip` descriptors.
+void device::push_used_packed(uint16_t qi, const chain& c, uint32_t len, uint32_t skip) {
+    queue& q = queues_[qi];
+    const lies l = qi >= first_request_queue && lies_armed() ? take_lies(qi) : lies{};
+    uint32_t id = c.head;
+    if (l.bad_id) id = q.size + 7;
+    if (l.middle_id) {
+        id = 0;  // no list has a middle id here: one the device does not hold
+        while (id < q.size && (id == c.head || id_busy_[qi][id])) ++id;
+    }
+    len += l.extra_len;
+    free_saved(qi, c);
+    for (int k = 0; k < (l.duplicate ? 2 : 1); ++k) {
+        const uint32_t n = l.used_jump ? q.size : 1;
+        uint16_t pos = q.used_idx;
+        for (uint32_t i = 0; i < n; ++i) {
+            uint8_t* d = q.desc_p + 16ull * pos;
+            st32(d + 8, len);
+            st16(d + 12, uint16_t(id));
+            // WRITE says the device wrote into the buffer, as the spec has it.
+            std::atomic_thread_fence(std::memory_order_release);
+            st16_shared(d + 14, uint16_t((q.used_wrap ? f_avail | f_used : 0) | (len ? f_write : 0)));
+            if (++pos == q.size) pos = 0;
+        }
+        // Skip the list (or run): skip <= 2 laps, as lies go.
+        uint32_t at = uint32_t(q.used_idx) + skip;
+        while (at >= q.size) {
+            at -= q.size;
+            q.used_wrap = !q.used_wrap;
+        }
+        q.used_idx = uint16_t(at);
+        q.used_total += skip;
+    }
 }
 
 void device::interrupt(uint16_t qi) {
     queue& q = queues_[qi];
     std::atomic_thread_fence(std::memory_order_seq_cst);
     bool fire;
-    if (driver_features_ & feature::bit(feature::ring_event_idx)) {
-        const uint16_t used_event = map_ring(q) ? ld16_shared(q.avail_p + 4 + 2 * q.size) : 0;
+    if (!map_ring(q)) {
+        fire = true;
+    } else if (q.packed) {
+        // The driver's event structure: read whole, offset and flags from one moment.
+        const uint32_t ev = __atomic_load_n(reinterpret_cast<const uint32_t*>(q.avail_p), __ATOMIC_RELAXED);
+        const uint16_t flags = uint16_t(ev >> 16) & 3, off = uint16_t(ev & 0x7fff);
+        const bool ev_wrap = ev & 0x8000;
+        if (flags == event_disable) {
+            fire = false;
+        } else if (flags == event_desc && (driver_features_ & feature::bit(feature::ring_event_idx))) {
+            // Due if the descriptor it names was used since the last notification: how far
+            // behind the used position it lies, against how far that moved.
+            uint64_t behind;
+            if (ev_wrap == q.used_wrap)
+                behind = off <= q.used_idx ? uint64_t(q.used_idx - off) : 0;
+            else
+                behind = uint64_t(q.used_idx) + q.size - off;
+            fire = !q.signalled_valid || (behind >= 1 && behind <= q.used_total - q.signalled_total);
+        } else {
+            fire = true;
+        }
+    } else if (driver_features_ & feature::bit(feature::ring_event_idx)) {
+        const uint16_t used_event = ld16_shared(q.avail_p + 4 + 2 * q.size);
         fire = !q.signalled_valid || need_event(used_event, q.used_idx, q.signalled_used);
     } else {
-        fire = !map_ring(q) || !(ld16_shared(q.avail_p) & 1);
+        fire = !(ld16_shared(q.avail_p) & 1);
     }
     q.signalled_used = q.used_idx;
+    q.signalled_total = q.used_total;
     q.signalled_valid = true;
     if (fire) {
         isr_ |= 1;
@@ -665,7 +890,20 @@ void device::stomp() {
         const uint32_t n = 1 + uint32_t(r >> 61);
         uint8_t* p = nullptr;
         queue& q = queues_[(r >> 8) % queues_.size()];
-        if ((r & 3) == 0 && q.enabled && map_ring(q)) {
+        if ((r & 3) == 0 && q.enabled && map_ring(q) && q.packed) {
+            // A 16-bit field the other side acts on: a descriptor's flags or id, or either
+            // event structure's offset or flags.
+            const uint32_t pos = uint32_t(r >> 24) % q.size;
+            switch ((r >> 2) % 6) {
+                case 0: p = q.desc_p + 16ull * pos + 14; break;  // descriptor flags
+                case 1: p = q.desc_p + 16ull * pos + 12; break;  // descriptor id
+                case 2: p = q.avail_p; break;                    // driver event offset
+                case 3: p = q.avail_p + 2; break;                // driver event flags
+                case 4: p = q.used_p; break;                     // device event offset
+                default: p = q.used_p + 2; break;                // device event flags
+            }
+            memcpy(p, &bytes, 2);
+        } else if ((r & 3) == 0 && q.enabled && map_ring(q)) {
             // A 16-bit field the other side acts on.
             switch ((r >> 2) % 6) {
                 case 0: p = q.avail_p; break;                   // avail flags
@@ -708,10 +946,12 @@ uint32_t device::step() {
 void device::process_queue(uint16_t qi) {
     queue& q = queues_[qi];
     if (!q.enabled) return;
-    const uint16_t used_before = q.used_idx;
-    batching_ = faults_.out_of_order && qi >= first_request_queue;
-    batch_heads_.clear();
-    batch_lens_.clear();
+    const uint64_t used_before = q.used_total;
+    // In order on a packed ring, each pass's run goes back as one used descriptor.
+    const bool run = (driver_features_ & feature::bit(feature::in_order)) && q.packed;
+    batching_ = run || (faults_.out_of_order && qi >= first_request_queue);
+    batch_queue_ = qi;
+    batch_.clear();
     chain c;
     while (pop_chain(qi, c)) {
         if (qi == controlq_index)
@@ -720,11 +960,22 @@ void device::process_queue(uint16_t qi) {
             process_request(qi, c);
         if (needs_reset_) break;
     }
+    if (q.packed && q.desc_p) set_device_event(q);
     if (batching_) {
         batching_ = false;
-        for (size_t i = batch_heads_.size(); i-- > 0;) push_used(qi, batch_heads_[i], batch_lens_[i]);
+        if (run && !batch_.empty()) {
+            uint32_t skip = 0;
+            for (size_t i = 0; i + 1 < batch_.size(); ++i) {
+                skip += batch_[i].c.ndesc;
+                free_saved(qi, batch_[i].c);
+            }
+            const used_entry& last = batch_.back();
+            push_used_packed(qi, last.c, last.len, skip + last.c.ndesc);
+        } else {
+            for (size_t i = batch_.size(); i-- > 0;) push_used(qi, batch_[i].c, batch_[i].len);
+        }
     }
-    if (q.used_idx != used_before) interrupt(qi);
+    if (q.used_total != used_before) interrupt(qi);
 }
 
 // ---- gather/scatter over the current chain ----
@@ -852,7 +1103,7 @@ void device::queue_event(uint32_t type, uint8_t target, uint16_t lun, uint32_t r
 void device::deliver_events() {
     queue& q = queues_[eventq_index];
     if (!q.enabled || needs_reset_) return;
-    const uint16_t before = q.used_idx;
+    const uint64_t before = q.used_total;
     while (event_count_) {
         chain c;
         if (!pop_chain(eventq_index, c)) break;
@@ -876,9 +1127,10 @@ void device::deliver_events() {
         event_head_ = (event_head_ + 1) % 64;
         --event_count_;
         ++stats_.events_delivered;
-        push_used(eventq_index, c.head, 16);
+        push_used(eventq_index, c, 16);
     }
-    if (q.used_idx != before) interrupt(eventq_index);
+    if (q.packed && q.desc_p) set_device_event(q);
+    if (q.used_total != before) interrupt(eventq_index);
 }
 
 void device::set_sense(uint8_t* sense, uint32_t& len, uint8_t key, uint8_t asc, uint8_t ascq) {
@@ -891,7 +1143,7 @@ void device::set_sense(uint8_t* sense, uint32_t& len, uint8_t key, uint8_t asc, 
     len = 18;
 }
 
-void device::complete_cmd(uint16_t qi, uint16_t head, uint8_t response, uint8_t status, const uint8_t* sense,
+void device::complete_cmd(uint16_t qi, const chain& c, uint8_t response, uint8_t status, const uint8_t* sense,
                           uint32_t sense_len, uint32_t residual, uint32_t data_written) {
     const uint32_t resp_len = 12 + sense_size_;
     const uint32_t n = std::min<uint32_t>(resp_len, 12 + 256);  // the header and the sense it writes
@@ -907,18 +1159,21 @@ void device::complete_cmd(uint16_t qi, uint16_t head, uint8_t response, uint8_t 
         faults_.lie_residual = false;
         st32(hdr + 4, 0x7fffffffu);
     }
+    // Only the header and the sense there is get written: what the used length says then.
+    // Data, or a lie about the sense, claims the whole sense area.
+    const uint32_t copied = std::min<uint32_t>(sl, n - 12);
+    uint32_t written = 12 + copied;
     if (faults_.lie_sense_len) {
         faults_.lie_sense_len = false;
         st32(hdr, 0xffffu);
+        written = resp_len;
     }
     st16(hdr + 8, 0);  // status qualifier
     hdr[10] = status;
     hdr[11] = response;
-    const uint32_t copied = std::min<uint32_t>(sl, n - 12);
     if (copied) memcpy(hdr + 12, sense, copied);
-    memset(hdr + 12 + copied, 0, n - 12 - copied);
-    if (!in_place) copy_to_writable(0, staged, n);
-    push_used(qi, head, resp_len + data_written);
+    if (!in_place) copy_to_writable(0, staged, std::min(written, n));
+    push_used(qi, c, data_written ? resp_len + data_written : written);
 }
 
 void device::process_request(uint16_t qi, const chain& c) {
@@ -949,9 +1204,11 @@ void device::process_request(uint16_t qi, const chain& c) {
 
     const uint16_t lun = uint16_t(((hdr[2] & 0x3f) << 8) | hdr[3]);
     if ((faults_.lose_next || faults_.hold_next) && (faults_.hold_only_lun == 0xffff || faults_.hold_only_lun == lun)) {
+        chain kept = c;
+        if (!save_packed(qi, kept)) return;
         for (held_cmd& h : held_) {
             if (h.used) continue;
-            h = held_cmd{true, faults_.lose_next > 0, qi, c.head, hdr[1], lun, tag, 0, 0};
+            h = held_cmd{true, faults_.lose_next > 0, qi, kept, hdr[1], lun, tag};
             break;
         }
         if (faults_.lose_next)
@@ -966,28 +1223,28 @@ void device::process_request(uint16_t qi, const chain& c) {
         uint32_t sl = 0;
         if (faults_.force_response == 0 && faults_.force_status == status_check_condition)
             set_sense(sense, sl, sense_not_ready, 0x04, 0x01);
-        complete_cmd(qi, c.head, faults_.force_response, faults_.force_status, sense, sl, data_len, 0);
+        complete_cmd(qi, c, faults_.force_response, faults_.force_status, sense, sl, data_len, 0);
         return;
     }
     if (bidi && !(driver_features_ & feature::bit(feature::scsi_inout))) {
-        complete_cmd(qi, c.head, uint8_t(response::failure), 0, nullptr, 0, data_len, 0);
+        complete_cmd(qi, c, uint8_t(response::failure), 0, nullptr, 0, data_len, 0);
         return;
     }
     // LUN: 01 target (flat LUN | C1 01 well-known) 0 0 0 0.
     if (hdr[0] != 1) {
-        complete_cmd(qi, c.head, uint8_t(response::bad_target), 0, nullptr, 0, data_len, 0);
+        complete_cmd(qi, c, uint8_t(response::bad_target), 0, nullptr, 0, data_len, 0);
         return;
     }
     const uint8_t target = hdr[1];
     const bool wlun = hdr[2] == 0xc1 && hdr[3] == 0x01;
     if (!target_exists(target)) {
-        complete_cmd(qi, c.head, uint8_t(response::bad_target), 0, nullptr, 0, data_len, 0);
+        complete_cmd(qi, c, uint8_t(response::bad_target), 0, nullptr, 0, data_len, 0);
         return;
     }
     cur_target_ = target;
     lun_store* l = wlun ? nullptr : lookup(target, lun);
     if (!l && !wlun && opt_.incorrect_lun_for_missing) {
-        complete_cmd(qi, c.head, uint8_t(response::incorrect_lun), 0, nullptr, 0, data_len, 0);
+        complete_cmd(qi, c, uint8_t(response::incorrect_lun), 0, nullptr, 0, data_len, 0);
         return;
     }
     uint8_t status = status_good;
@@ -997,11 +1254,11 @@ void device::process_request(uint16_t qi, const chain& c) {
     execute_scsi(l, l != nullptr || wlun, cdb, out_off, out_len, in_off, in_len, status, sense, sense_len, data_in,
                  data_out_used);
     if (status == 0xff) {  // overrun: more data than the buffers
-        complete_cmd(qi, c.head, uint8_t(response::overrun), 0, nullptr, 0, data_len, 0);
+        complete_cmd(qi, c, uint8_t(response::overrun), 0, nullptr, 0, data_len, 0);
         return;
     }
     const uint32_t residual = uint32_t(in_len ? in_len - data_in : out_len - data_out_used);
-    complete_cmd(qi, c.head, uint8_t(response::ok), status, sense, sense_len, residual, data_in);
+    complete_cmd(qi, c, uint8_t(response::ok), status, sense, sense_len, residual, data_in);
 }
 
 void device::execute_scsi(lun_store* l, bool lun_exists, const uint8_t* cdb, uint64_t out_off, uint64_t out_len,
@@ -1210,15 +1467,15 @@ void device::process_control(uint16_t qi, const chain& c) {
                 any = true;
                 if (with == 0xff) continue;  // query only
                 // Re-walk the chain to reach its response buffer.
-                chain hc;
-                if (!walk_chain(queues_[h.queue], h.head, hc)) return any;
+                chain hc = h.c;
+                if (!walk_chain(h.queue, hc)) return any;
                 const uint32_t dl = uint32_t(hc.read_bytes + hc.write_bytes - 19 - cdb_size_ - 12 - sense_size_);
                 uint8_t hdr[12] = {};
                 st32(hdr + 4, dl);
                 hdr[11] = with;
                 copy_to_writable(0, hdr, 12);
                 h.used = false;
-                push_used(h.queue, h.head, 12 + sense_size_);
+                push_used(h.queue, hc, 12 + sense_size_);
                 interrupt(h.queue);
                 if (with == uint8_t(response::aborted)) ++stats_.aborted_by_tmf;
                 else ++stats_.reset_by_tmf;
@@ -1254,11 +1511,11 @@ void device::process_control(uint16_t qi, const chain& c) {
             }
         }
         // Re-walk our own chain: finish_held may have walked others.
-        chain self;
-        if (!walk_chain(queues_[qi], c.head, self)) return;
+        chain self = c;
+        if (!walk_chain(qi, self)) return;
         const uint8_t r[1] = {resp};
         copy_to_writable(0, r, 1);
-        push_used(qi, c.head, 1);
+        push_used(qi, c, 1);
         return;
     }
     if (type == uint32_t(ctrl_type::an_query) || type == uint32_t(ctrl_type::an_subscribe)) {
@@ -1269,7 +1526,7 @@ void device::process_control(uint16_t qi, const chain& c) {
         ++stats_.an;
         uint8_t r[5] = {0, 0, 0, 0, uint8_t(response::ok)};  // QEMU: no events supported
         copy_to_writable(0, r, 5);
-        push_used(qi, c.head, 5);
+        push_used(qi, c, 5);
         return;
     }
     // Unknown control type: QEMU fails the device.
@@ -1281,8 +1538,8 @@ uint32_t device::release_held() {
     uint32_t n = 0;
     for (held_cmd& h : held_) {
         if (!h.used || h.lost) continue;
-        chain c;
-        if (!walk_chain(queues_[h.queue], h.head, c)) return n;
+        chain c = h.c;
+        if (!walk_chain(h.queue, c)) return n;
         h.used = false;
         // Execute it now, as if it had just arrived.
         const uint32_t saved_hold = faults_.hold_next, saved_lose = faults_.lose_next;

@@ -1,8 +1,9 @@
 // An in-process virtio-scsi PCI function: the device half of everything the core drives.
 //
 // It plays QEMU's virtio-scsi-pci device: the legacy I/O BAR and the modern capability
-// structures (transitional, modern-only or legacy-only), the device side of split rings
-// (direct and indirect chains, EVENT_IDX), a SCSI target with RAM-backed LUNs, the control
+// structures (transitional, modern-only or legacy-only), the device side of split and packed
+// rings (direct and indirect chains, EVENT_IDX, packed rings' event suppression structures,
+// IN_ORDER runs), a SCSI target with RAM-backed LUNs, the control
 // queue (TMF, AN) and the event queue (hot-plug, hot-unplug, parameter change, missed
 // events). It reaches driver memory only through bus addresses registered in a dma_map, so
 // a driver that hands out virtual addresses fails.
@@ -23,9 +24,9 @@
 
 #include <atomic>
 #include <string>
-#include <thread>
 #include <vector>
 
+#include "pinned_thread.hpp"
 #include "vscsi/wire.hpp"
 
 namespace vscsi::loopback {
@@ -80,6 +81,9 @@ struct options {
     bool change = true;
     bool inout = false;
     bool t10_pi = false;
+    bool packed = false;           // offer VIRTIO_F_RING_PACKED (modern interface only, as QEMU's packed=on)
+    bool in_order = false;         // offer VIRTIO_F_IN_ORDER: then used buffers go back in order, and
+                                   // on packed rings one used descriptor answers each pass's run
     bool msix_enabled = false;     // legacy config moves to offset 24
     uint32_t notify_multiplier = 4;
     uint64_t withhold_features = 0;  // feature bits not offered (e.g. VERSION_1 on a "modern" device)
@@ -94,11 +98,14 @@ struct faults {
     uint32_t force_response_next = 0;   // answer the next N commands with force_response
     uint8_t force_response = 0;
     uint8_t force_status = 0;           // SAM status with force_response == OK
+    // The lies, each as it reads on a split ring (packed ring in brackets). In-order devices
+    // must not be told to hold, lose or reorder commands.
     bool lie_bad_id = false;       // next completion carries an id past the ring
-    bool lie_middle_id = false;    // next completion names a non-head descriptor
+    bool lie_middle_id = false;    // next completion names a non-head descriptor (an id not in flight)
     bool lie_bad_len = false;      // next completion claims more bytes than the buffer
     bool lie_duplicate = false;    // next completion is reported twice
-    bool lie_used_jump = false;    // next used idx jumps by queue size + 1
+    bool lie_used_jump = false;    // next used idx jumps by queue size + 1 (the used descriptor is
+                                   // stamped over the whole ring, as if the device ran a lap ahead)
     bool lie_residual = false;     // next response claims a residual past the buffers
     bool lie_sense_len = false;    // next response claims more sense than sense_size
     bool ignore_tmf = false;       // swallow control-queue requests (they never complete)
@@ -199,13 +206,19 @@ private:
     struct queue {
         uint32_t size = 0;
         uint32_t max = 0;
-        uint8_t* desc_p = nullptr;   // host addresses of the ring parts, once mapped
-        uint8_t* avail_p = nullptr;
+        bool packed = false;         // the format, fixed when the ring is mapped
+        uint8_t* desc_p = nullptr;   // host addresses of the ring parts, once mapped (packed:
+        uint8_t* avail_p = nullptr;  // the driver's and the device's event structures)
         uint8_t* used_p = nullptr;
         bool enabled = false;
         uint64_t desc = 0, avail = 0, used = 0;
-        uint16_t last_avail = 0;
-        uint16_t used_idx = 0;
+        uint16_t last_avail = 0;     // split: avail index; packed: ring position, with avail_wrap
+        uint16_t used_idx = 0;       // split: used index; packed: ring position, with used_wrap
+        bool avail_wrap = true;
+        bool used_wrap = true;
+        uint64_t used_total = 0;     // packed: descriptors used so far
+        uint64_t signalled_total = 0;
+        uint32_t device_event = 0;   // packed: what the device's event structure holds
         uint16_t signalled_used = 0;
         bool signalled_valid = false;
         uint16_t msix = 0xffff;
@@ -214,22 +227,38 @@ private:
         uint8_t* p;
         uint32_t len;
     };
-    // A parsed chain: readable iovs, then writable ones.
+    // A parsed chain: readable iovs, then writable ones. Split rings name it by its head
+    // descriptor; packed ones by its buffer id and where it lies in the ring, and once the
+    // device holds on to it, by the copy it keeps of its descriptors (used descriptors for
+    // later lists overwrite the ring meanwhile).
     struct chain {
         uint16_t head;
+        uint16_t ndesc;  // ring descriptors it took
+        uint16_t saved;  // packed: first record of its copy in the queue's pool, once held
         uint32_t n_read, n_write;
         uint64_t read_bytes, write_bytes;
+        uint16_t pos;    // packed: ring position of its first descriptor, and that lap's wrap
+        bool wrap;
+    };
+    // A packed ring descriptor as the device copied it; `link` is the next of its list.
+    struct saved_desc {
+        uint64_t addr;
+        uint32_t len;
+        uint16_t flags;
+        uint16_t link;
+    };
+    struct used_entry {
+        chain c;
+        uint32_t len;
     };
     struct held_cmd {
         bool used;
         bool lost;
         uint16_t queue;
-        uint16_t head;
+        chain c;
         uint8_t target;
         uint16_t lun;
         uint64_t tag;
-        uint32_t written;
-        uint32_t resp_off;  // where in the writable iovs the response header starts (always 0)
     };
     struct lun_store {
         lun_info info;
@@ -261,13 +290,36 @@ private:
     bool map_ring(queue& q) { return q.desc_p || map_ring_parts(q); }
     bool map_ring_parts(queue& q);
     bool pop_chain(uint16_t qi, chain& c);
-    bool walk_chain(queue& q, uint16_t head, chain& c);
-    void push_used(uint16_t qi, uint16_t head, uint32_t len);
+    bool pop_packed(uint16_t qi, chain& c);
+    // The chain's buffers into iovs_: split from the descriptor table, packed from the copy.
+    bool walk_chain(uint16_t qi, chain& c);
+    bool walk_split(queue& q, chain& c);
+    bool walk_packed(uint16_t qi, chain& c);
+    bool take_table(uint64_t addr, uint32_t len, bool& seen_write, chain& c);
+    bool save_packed(uint16_t qi, chain& c);
+    // Is a packed descriptor with these flags available in a lap with wrap counter `wrap`?
+    static bool packed_available(uint16_t flags, bool wrap) {
+        return bool(flags & (1u << 7)) == wrap && bool(flags & (1u << 15)) != wrap;
+    }
+    bool take_buffer(uint64_t addr, uint32_t len, bool writable, bool& seen_write, chain& c);
+    void free_saved(uint16_t qi, const chain& c);
+    struct lies {
+        bool bad_id, middle_id, duplicate, used_jump;
+        uint32_t extra_len;
+    };
+    lies take_lies(uint16_t qi);
+    bool lies_armed() const {
+        return faults_.lie_bad_id | faults_.lie_middle_id | faults_.lie_bad_len | faults_.lie_duplicate |
+               faults_.lie_used_jump;
+    }
+    void push_used(uint16_t qi, const chain& c, uint32_t len);
+    void push_used_packed(uint16_t qi, const chain& c, uint32_t len, uint32_t skip);
+    void set_device_event(queue& q);
     void process_queue(uint16_t qi);
     void process_request(uint16_t qi, const chain& c);
     void process_control(uint16_t qi, const chain& c);
     void deliver_events();
-    void complete_cmd(uint16_t qi, uint16_t head, uint8_t response, uint8_t status, const uint8_t* sense,
+    void complete_cmd(uint16_t qi, const chain& c, uint8_t response, uint8_t status, const uint8_t* sense,
                       uint32_t sense_len, uint32_t residual, uint32_t data_written);
     void interrupt(uint16_t qi);
     void stomp();
@@ -313,15 +365,20 @@ private:
     pending_event events_[64]{};
     uint32_t event_head_ = 0, event_count_ = 0;
     bool events_missed_ = false;
-    std::vector<uint16_t> batch_heads_;
-    std::vector<uint32_t> batch_lens_;
+    std::vector<used_entry> batch_;  // completions of batch_queue_ held back until its pass ends
     bool batching_ = false;
+    uint16_t batch_queue_ = 0;
+    // Per queue, packed rings: the copies of the lists the device holds (a free list of
+    // queue_max records), and which buffer ids it holds.
+    std::vector<std::vector<saved_desc>> pools_;
+    std::vector<uint16_t> pool_free_;
+    std::vector<std::vector<uint8_t>> id_busy_;
     faults faults_{};
     counters stats_{};
     uint32_t last_tmf_subtype_ = ~0u;
     uint64_t last_tmf_tag_ = 0;
     std::vector<std::string> violations_;
-    std::thread thread_;
+    pinned_thread thread_;
     std::atomic<bool> running_{false};
 };
 

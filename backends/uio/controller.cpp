@@ -15,6 +15,7 @@ initiator_config controller_config(const open_options& o) {
     c.max_segments = 64;
     c.event_buffers = 16;
     c.ctrl_slots = 8;
+    c.ring = o.ring;
     return c;
 }
 
@@ -187,6 +188,10 @@ bool controller::choose_interface(std::string& err) {
             }
             break;
     }
+    if (legacy && opt_.ring == ring_choice::packed) {
+        err = fn_.bdf + ": packed rings are a virtio 1.x feature; the legacy interface has none (--ring packed)";
+        return false;
+    }
     transport_->use(legacy);
     return true;
 }
@@ -251,9 +256,12 @@ bool controller::start_initiator(const initiator_config& cfg, size_t region, std
     const status s = ini_->start(cfg, dma_region{head.virt, head.bus, region},
                                  private_region{books_.get(), initiator_t::private_bytes(cfg)});
     if (s != status::ok) {
+        const bool no_packed = s == status::not_supported && opt_.ring == ring_choice::packed &&
+                               !(ini_->device().features() & feature::bit(feature::ring_packed));
         err = fn_.bdf + ": device start failed: " + to_string(s) +
-              (s == status::not_supported ? " (a queue larger than 1024 entries, or sense/CDB sizes it will not take)"
-                                          : "");
+              (no_packed ? " (it offers no packed rings: --ring packed; QEMU needs packed=on)"
+               : s == status::not_supported ? " (a queue larger than 1024 entries, or sense/CDB sizes it will not take)"
+                                            : "");
         return false;
     }
     return true;

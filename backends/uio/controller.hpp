@@ -48,6 +48,7 @@ struct open_options {
     std::string device;                 // PCI address; empty: the only virtio-scsi function
     transport_choice transport = transport_choice::automatic;
     driver_choice driver = driver_choice::automatic;  // automatic: what it is bound to, else default_driver()
+    ring_choice ring = ring_choice::automatic;  // packed rings need the modern interface
     bool irq = false;                   // sleep on interrupts instead of polling
     uint64_t spin_ns = 0;               // with irq: poll this long before sleeping (hybrid)
     uint16_t queues = 1;                // request queues to use (at most what the device has)

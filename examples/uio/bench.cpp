@@ -474,9 +474,10 @@ int run_bench_on(Controller& c, const bench_params& p, const volatile bool& stop
         fmt::print("      \"jobname\": \"vscsi-uio\", \"groupid\": 0, \"error\": {},\n", t.errors ? 1 : 0);
         fmt::print("      \"job options\": {{\"rw\": \"{}\", \"bs\": \"{}\", \"iodepth\": \"{}\", \"runtime\": \"{}\", "
                    "\"queues\": \"{}\", \"threads\": \"{}\", \"completion\": \"{}\", \"interface\": \"{}\", "
-                   "\"filename\": \"{}:{}:{}\"}},\n",
+                   "\"ring\": \"{}\", \"filename\": \"{}:{}:{}\"}},\n",
                    to_string(p.mode), p.bs, p.iodepth, p.runtime_s, queues, threads, c.wait_mode(),
-                   c.ini().legacy() ? "legacy" : "modern", c.function().bdf, p.lun.target, p.lun.lun);
+                   c.ini().legacy() ? "legacy" : "modern", c.ini().packed() ? "packed" : "split", c.function().bdf,
+                   p.lun.target, p.lun.lun);
         print_direction_json("read", t.lat[0], p.bs, secs);
         fmt::print(",\n");
         print_direction_json("write", t.lat[1], p.bs, secs);
@@ -494,10 +495,11 @@ int run_bench_on(Controller& c, const bench_params& p, const volatile bool& stop
         for (const auto& [name, n] : c.interrupt_counts()) fmt::print(", \"{}\": {}", name, n);
         fmt::print("}}\n    }}\n  ],\n  \"disk_util\": []\n}}\n");
     } else {
-        fmt::print("bench {} {}:{}  {} bs={} iodepth={}{} queues={} {:.1f} s, {} completion, {} interface, {}\n",
+        fmt::print("bench {} {}:{}  {} bs={} iodepth={}{} queues={} {:.1f} s, {} completion, {} interface, {} rings, {}\n",
                    c.function().bdf, p.lun.target, p.lun.lun, to_string(p.mode), p.bs, p.iodepth,
                    p.threads ? fmt::format(" threads={} (a queue each)", p.threads) : std::string(), queues, secs,
-                   c.wait_mode(), c.ini().legacy() ? "legacy" : "modern", uio::driver_name(c.driver()));
+                   c.wait_mode(), c.ini().legacy() ? "legacy" : "modern", c.ini().packed() ? "packed" : "split",
+                   uio::driver_name(c.driver()));
         if (has_read) print_direction_text("read", t.lat[0], p.bs, secs);
         if (has_write) print_direction_text("write", t.lat[1], p.bs, secs);
         for (size_t i = 0; i < per_thread.size(); ++i)

@@ -30,9 +30,10 @@ static void print_host_line(const controller& c) {
 static void print_device_line(device_session& s) {
     auto& ini = s.ctl.ini();
     const scsi_config_values& d = ini.device_config();
-    fmt::print("{}: {} interface, {} request queue{} x {} entries, cmd_per_lun {}, seg_max {}, max_sectors {}, "
-               "max_target {}, max_lun {}, {} completion\n",
-               s.ctl.function().bdf, ini.legacy() ? "legacy" : "modern", d.num_queues, d.num_queues == 1 ? "" : "s",
+    fmt::print("{}: {} interface, {} rings, {} request queue{} x {} entries, cmd_per_lun {}, seg_max {}, "
+               "max_sectors {}, max_target {}, max_lun {}, {} completion\n",
+               s.ctl.function().bdf, ini.legacy() ? "legacy" : "modern", ini.packed() ? "packed" : "split",
+               d.num_queues, d.num_queues == 1 ? "" : "s",
                ini.queue_size(0), d.cmd_per_lun, d.seg_max, d.max_sectors, d.max_target, d.max_lun,
                s.ctl.wait_mode());
     print_host_line(s.ctl);

@@ -16,8 +16,9 @@
 //
 // Every device command also takes --irq (sleep on interrupts instead of polling), --hybrid
 // (poll briefly, then sleep on the interrupt), --legacy / --modern (force a virtio-pci
-// interface) and --driver uio|vfio (which one takes an unbound function). Errors are one
-// line on stderr and a non-zero exit: 2 for a bad command line, 1 for everything else.
+// interface), --ring split|packed (force a virtqueue format; by default packed when the
+// device offers it) and --driver uio|vfio (which one takes an unbound function). Errors are
+// one line on stderr and a non-zero exit: 2 for a bad command line, 1 for everything else.
 #include <signal.h>
 
 #include <fmt/core.h>
@@ -52,7 +53,8 @@ const char* const usage_text =
     "  reset -d PCI -t T -l L --type abort|lun|target|device\n"
     "  iommu-check -d PCI -t T -l L          diagnostic: a READ into an unmapped IOVA must fault, not land\n"
     "device commands also take --irq (interrupts instead of polling), --hybrid (poll briefly,\n"
-    "then sleep on the interrupt), --legacy | --modern and --driver uio|vfio (for an unbound function);\n"
+    "then sleep on the interrupt), --legacy | --modern, --ring split|packed (packed when offered)\n"
+    "and --driver uio|vfio (for an unbound function);\n"
     "-d may be left out when there is one virtio-scsi function, -t/-l default to the first LUN.\n";
 
 struct command_entry {
@@ -78,12 +80,12 @@ int main(int argc, char** argv) {
         a.insert(b.begin(), b.end());
         return a;
     };
-    const std::set<std::string> lun_values = {"-d", "-t", "-l", "--driver"};
+    const std::set<std::string> lun_values = {"-d", "-t", "-l", "--driver", "--ring"};
     const command_entry commands[] = {
         {"list", cmd_list, {{}, {}, 0}},
         {"bind", cmd_bind, {{"-d", "--driver"}, {"--force"}, 1}},
         {"unbind", cmd_unbind, {{"-d"}, {}, 1}},
-        {"scan", cmd_scan, {{"-d", "--driver"}, dev_flags, 0}},
+        {"scan", cmd_scan, {{"-d", "--driver", "--ring"}, dev_flags, 0}},
         {"inquiry", cmd_inquiry, {lun_values, dev_flags, 0}},
         {"capacity", cmd_capacity, {lun_values, dev_flags, 0}},
         {"read", cmd_read, {with(lun_values, {"--lba", "--count", "-o"}), dev_flags, 0}},
@@ -92,7 +94,7 @@ int main(int argc, char** argv) {
         {"bench", cmd_bench,
          {with(lun_values, {"--rw", "--bs", "--iodepth", "--runtime", "--queues", "--threads", "--verify"}),
           with(dev_flags, {"--json"}), 0}},
-        {"events", cmd_events, {{"-d", "--driver", "--timeout"}, dev_flags, 0}},
+        {"events", cmd_events, {{"-d", "--driver", "--timeout", "--ring"}, dev_flags, 0}},
         {"reset", cmd_reset, {with(lun_values, {"--type"}), dev_flags, 0}},
         {"iommu-check", cmd_iommu_check, {lun_values, dev_flags, 0}},
     };
@@ -102,7 +104,7 @@ int main(int argc, char** argv) {
         o.command = cmd;
         std::string err;
         vscsi::uio::host_driver driver;
-        if (!parse_options(argc, argv, 2, e.spec, o, err) || !parse_lun_args(o, err) ||
+        if (!parse_options(argc, argv, 2, e.spec, o, err) || !parse_device_args(o, err) ||
             (!parse_driver(o, driver, err) && !err.empty()))
             return fail(err, exit_usage);
         struct sigaction sa {};

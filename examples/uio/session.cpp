@@ -37,6 +37,8 @@ bool open_device(const options& o, device_session& s, std::string& err, size_t d
     uio::host_driver d;
     if (parse_driver(o, d, err)) oo.driver = d == uio::host_driver::vfio ? uio::driver_choice::vfio : uio::driver_choice::uio;
     else if (!err.empty()) return false;
+    if (o.get("--ring") == "split") oo.ring = ring_choice::split;  // checked by parse_device_args
+    if (o.get("--ring") == "packed") oo.ring = ring_choice::packed;
     oo.data_bytes = data_bytes;
     oo.queues = queues;
     oo.slots = slots;
@@ -60,8 +62,16 @@ bool parse_driver(const options& o, uio::host_driver& out, std::string& err) {
     return true;
 }
 
-// -t/-l as numbers (checked before any device is touched: a usage error).
-bool parse_lun_args(const options& o, std::string& err) {
+// -t/-l as numbers and --ring (checked before any device is touched: a usage error).
+bool parse_device_args(const options& o, std::string& err) {
+    if (o.values.count("--ring") && o.get("--ring") != "split" && o.get("--ring") != "packed") {
+        err = "--ring is split or packed, not '" + o.get("--ring") + "'";
+        return false;
+    }
+    if (o.get("--ring") == "packed" && o.flags.count("--legacy")) {
+        err = "--ring packed needs the modern interface (packed rings are virtio 1.x), not --legacy";
+        return false;
+    }
     uint64_t v = 0;
     if (o.values.count("-t") && !parse_u64(o.get("-t"), 0, 255, v)) {
         err = "-t must be a target number 0..255, not '" + o.get("-t") + "'";
@@ -74,7 +84,7 @@ bool parse_lun_args(const options& o, std::string& err) {
     return true;
 }
 
-// -t/-l (already checked by parse_lun_args), or the first LUN there is. With only one of
+// -t/-l (already checked by parse_device_args), or the first LUN there is. With only one of
 // them given, the other is 0.
 bool pick_lun(const options& o, device_session& s, std::string& err) {
     const bool has_t = o.values.count("-t"), has_l = o.values.count("-l");

@@ -27,9 +27,9 @@ struct device_session {
     uint16_t lun = 0;
 };
 
-// Open the device the options name (-d, --driver, --irq, --legacy/--modern). `data_bytes` is
-// the DMA memory the command needs for data buffers. Fallbacks the controller settled for
-// (INTx for MSI-X, ...) go to stderr, one line each.
+// Open the device the options name (-d, --driver, --irq, --legacy/--modern, --ring).
+// `data_bytes` is the DMA memory the command needs for data buffers. Fallbacks the controller
+// settled for (INTx for MSI-X, ...) go to stderr, one line each.
 bool open_device(const options& o, device_session& s, std::string& err, size_t data_bytes = size_t(8) << 20,
                  uint16_t queues = 1, uint16_t slots = 128);
 
@@ -37,8 +37,9 @@ bool open_device(const options& o, device_session& s, std::string& err, size_t d
 // false with `err` set when the value is wrong.
 bool parse_driver(const options& o, vscsi::uio::host_driver& out, std::string& err);
 
-// -t/-l as numbers, checked before any device is touched (a usage error).
-bool parse_lun_args(const options& o, std::string& err);
+// -t/-l as numbers and --ring split|packed, checked before any device is touched (a usage
+// error).
+bool parse_device_args(const options& o, std::string& err);
 
 // -t/-l, or the first LUN there is when neither is given (the other defaults to 0).
 bool pick_lun(const options& o, device_session& s, std::string& err);

@@ -64,6 +64,8 @@ public:
         if (legacy) offered &= 0xffffffffull;  // only bits 0..31 exist (checklist 57)
         // checklist 33: never accept what was not offered; unknown offered bits are ignored.
         uint64_t accept = offered & driver_supported;
+        // This core keeps in-order batches for packed rings only: IN_ORDER goes with RING_PACKED.
+        if (!(accept & feature::bit(feature::ring_packed))) accept &= ~feature::bit(feature::in_order);
         if (legacy) {
             accept &= ~feature::bit(feature::version_1);
         } else {

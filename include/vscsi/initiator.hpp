@@ -35,6 +35,7 @@
 #include "platform.hpp"
 #include "ring.hpp"
 #include "status.hpp"
+#include "virtqueue.hpp"
 #include "wire.hpp"
 
 namespace vscsi {
@@ -165,6 +166,10 @@ struct event_info {
 //   void on_an(const an_completion&);
 //   void on_event(const event_info&);
 
+// Which virtqueue format the initiator asks for: packed when the device offers it (and the
+// ring type speaks it), or one of them only.
+enum class ring_choice : uint8_t { automatic, split, packed };
+
 struct initiator_config {
     uint32_t max_queue_size = 256;   // rings are planned for this many entries; a modern device is
                                      // asked for min(this, its maximum); a legacy device whose fixed
@@ -179,6 +184,7 @@ struct initiator_config {
     bool accept_t10_pi = false;
     bool accept_inout = true;
     bool accept_access_platform = true;  // the platform's bus addresses are IOVAs (checklist 35)
+    ring_choice ring = ring_choice::automatic;  // packed needs VIRTIO_F_RING_PACKED (virtio 1.x)
     uint64_t default_timeout_ns = 30ull * 1000 * 1000 * 1000;
     uint64_t escalation_step_ns = 5ull * 1000 * 1000 * 1000;  // wait per ladder step
     uint64_t scan_interval_ns = 100ull * 1000 * 1000;         // deadline and NEEDS_RESET checks
@@ -231,7 +237,7 @@ constexpr uint32_t pow2_at_least(uint32_t v) {
 }  // namespace initiator_detail
 
 template <class Platform, class Transport, uint32_t CdbSize = default_cdb_size,
-          uint32_t SenseSize = default_sense_size, uint16_t MaxQueues = 16>
+          uint32_t SenseSize = default_sense_size, uint16_t MaxQueues = 16, class Ring = virtqueue<Platform>>
 class initiator {
     static_assert(CdbSize >= 16 && CdbSize <= 255, "CDB buffer must hold a 16-byte CDB");
     static_assert(SenseSize >= 18 && SenseSize <= 4096, "sense buffer too small");
@@ -285,9 +291,9 @@ public:
         // rings. The private region may hold anything until now, and rings of an earlier
         // start() may still point into regions the caller has since taken back.
         clear_bookkeeping();
-        ctrlq_ = split_ring<Platform>{};
-        eventq_ = split_ring<Platform>{};
-        for (uint16_t q = 0; q < MaxQueues; ++q) rq_[q].ring = split_ring<Platform>{};
+        ctrlq_ = Ring{};
+        eventq_ = Ring{};
+        for (uint16_t q = 0; q < MaxQueues; ++q) rq_[q].ring = Ring{};
         nreq_ = 0;
         status s = bring_up();
         set_state(s == status::ok ? initiator_state::running : initiator_state::failed);
@@ -325,8 +331,9 @@ public:
         uint32_t n = 0;
         if (!quiescing_) {
             n = reap_own_queues(h);
-            if (state_ == initiator_state::running) reap_control(h, now);
-            if (state_ == initiator_state::running) reap_events(h);
+            // The control and event queues are looked at before they are reaped: mostly they are empty.
+            if (state_ == initiator_state::running && ctrlq_.has_used()) reap_control(h, now);
+            if (state_ == initiator_state::running && eventq_.has_used()) reap_events(h);
             take_from_owners(now);
             if (state_ == initiator_state::running && now >= next_scan_) {
                 next_scan_ = now + cfg_.scan_interval_ns;
@@ -488,6 +495,7 @@ public:
     }
     virtio_device<Transport>& device() { return dev_; }
     bool legacy() const { return order_.legacy; }
+    bool packed() const { return packed_; }
 
 private:
     enum class slot_state : uint8_t { free, in_flight };
@@ -544,9 +552,12 @@ private:
         ctrl_type an_type;
     };
     // Device-visible header memory of one request slot.
+    // Each on cache lines of its own (the region and the array start on one): the driver
+    // writes the request header while the device writes the response of the slot before, and
+    // a line the two shared would bounce between their CPUs.
     struct slot_dma {
-        uint8_t req[align_up(cmd_req_bytes(CdbSize, true), 16)];
-        uint8_t resp[align_up(cmd_resp_bytes(SenseSize), 16)];
+        uint8_t req[align_up(cmd_req_bytes(CdbSize, true), 64)];
+        uint8_t resp[align_up(cmd_resp_bytes(SenseSize), 64)];
     };
     static_assert(sizeof(slot_dma::req) >= 19 + 8 + CdbSize, "submit() clears 8 + CdbSize bytes after the task attributes");
     struct ctrl_dma {
@@ -565,7 +576,7 @@ private:
     // shares with the control owner on a line of their own (written rarely: take and give
     // back, a reset's acknowledgement, a hand-over).
     struct alignas(64) request_queue {
-        split_ring<Platform> ring;
+        Ring ring;
         uint16_t* free_stack;   // private region: slot_count entries
         escalation* mailbox;    // private region: mailbox_size entries, a power of two
         sg_entry* scratch;      // private region: the chain being built, out then in
@@ -635,11 +646,27 @@ private:
         return r;
     }
 
+    // A ring is planned for both formats the ring type speaks: the device says which one at
+    // start. The packed form of a plan: virtio 1.x, with room for the in-order FIFO.
+    static constexpr ring_config as_packed(ring_config r) {
+        r.legacy = false;
+        r.in_order = true;
+        return r;
+    }
+    static constexpr size_t larger(size_t a, size_t b) { return a > b ? a : b; }
+    static constexpr size_t ring_dev_bytes(const ring_config& r) {
+        return larger(ring_bytes_for<Ring>(ring_format::split, r), ring_bytes_for<Ring>(ring_format::packed, as_packed(r)));
+    }
+    static constexpr size_t ring_priv_bytes(const ring_config& r) {
+        return larger(ring_private_bytes_for<Ring>(ring_format::split, r),
+                      ring_private_bytes_for<Ring>(ring_format::packed, as_packed(r)));
+    }
+
     static constexpr layout layout_of(const initiator_config& c) {
         layout l{};
         size_t off = 0;
-        l.rings = place_rings(align_up(ring_region_bytes(planned_small_ring(c)), ring_region_align),
-                              align_up(ring_region_bytes(planned_request_ring(c)), ring_region_align),
+        l.rings = place_rings(align_up(ring_dev_bytes(planned_small_ring(c)), ring_region_align),
+                              align_up(ring_dev_bytes(planned_request_ring(c)), ring_region_align),
                               c.max_request_queues, off);
         l.slot_dma = off;
         off += sizeof(slot_dma) * c.slots;
@@ -655,8 +682,8 @@ private:
         // and so does every queue's share of the per-queue parts (their owners differ).
         const size_t line = private_region_align;
         size_t p = 0;
-        l.shadows = place_rings(align_up(ring_private_bytes(planned_small_ring(c)), line),
-                                align_up(ring_private_bytes(planned_request_ring(c)), line), c.max_request_queues, p);
+        l.shadows = place_rings(align_up(ring_priv_bytes(planned_small_ring(c)), line),
+                                align_up(ring_priv_bytes(planned_request_ring(c)), line), c.max_request_queues, p);
         l.slots = p;
         p += sizeof(slot) * c.slots;
         l.ladders = p;
@@ -802,10 +829,14 @@ private:
             cdb = hdr + 27;
         }
         __builtin_memcpy(cdb, r.cdb, r.cdb_len);
-        // The device writes the response header. Until it does, it holds no valid response
-        // code (0xff), so a device that returns the buffers unwritten is never read as OK.
-        __builtin_memset(d.resp, 0, 12);
-        d.resp[11] = 0xff;
+        // The device writes the response header. A legacy device's used length says nothing,
+        // so until it writes, the header holds no valid response code (0xff): buffers it
+        // returns unwritten are never read as OK. A modern device's length says whether it
+        // wrote the header; the line then stays with the device until the driver reads it.
+        if (order_.legacy) {
+            __builtin_memset(d.resp, 0, 12);
+            d.resp[11] = 0xff;
+        }
 
         sg_entry* const out = rq.scratch;
         sg_entry* const in = out + cfg_.max_segments + 1;
@@ -853,13 +884,19 @@ private:
         }
     }
 
+    // The format is chosen once for the whole reap, not once per completion.
     template <class Handler>
     uint32_t reap_queue(uint16_t q, Handler& h) {
+        return with_format<Ring>(packed_, [&](auto format) { return reap_queue(q, h, format); });
+    }
+    template <class Handler, class Format>
+    uint32_t reap_queue(uint16_t q, Handler& h, Format) {
         request_queue& rq = rq_[q];
-        if (rq.ring.broken()) return 0;  // counted once; the reset is asked for
+        auto& ring = Format::of(rq.ring);
+        if (ring.broken()) return 0;  // counted once; the reset is asked for
         uint32_t n = 0;
         for (;;) {
-            const result<used_completion> r = rq.ring.pop();
+            const result<used_completion> r = ring.pop();
             if (r.st == status::empty) break;
             if (r.st != status::ok) {
                 initiator_detail::bump(rq.counts.protocol_errors);
@@ -870,7 +907,7 @@ private:
             if (uint32_t(t - rq.first_slot) >= rq.slot_count || slots_[t].state != slot_state::in_flight) {
                 // The ring vouched for a token we never posted: our own invariant is broken.
                 Platform::bug("vscsi: ring returned a token with no request");
-                rq.ring.mark_broken();
+                ring.mark_broken();
                 initiator_detail::store_release(rq.link.reset_wanted, 1u);
                 break;
             }
@@ -1056,11 +1093,20 @@ private:
         if (cfg_.accept_inout) want |= feature::bit(feature::scsi_inout);
         if (cfg_.accept_access_platform) want |= feature::bit(feature::access_platform);
         // checklist 35: the platform's barriers are hardware barriers, so ORDER_PLATFORM is
-        // honoured as it is. RING_PACKED and the notification-data features are not taken:
-        // this driver speaks split rings and plain 16-bit notifications (a documented
-        // deviation from those SHOULDs).
+        // honoured as it is; RING_PACKED is taken when offered (unless the caller asked for
+        // split rings), and with it IN_ORDER (device.hpp takes that only with packed rings).
+        // The notification-data features are not: plain 16-bit notifications (a documented
+        // deviation from that SHOULD).
         want |= feature::bit(feature::order_platform);
+        if (ring_kind<Ring>::packed && cfg_.ring != ring_choice::split)
+            want |= feature::bit(feature::ring_packed) | feature::bit(feature::in_order);
         VSCSI_TRY(dev_.negotiate(want));
+        packed_ = dev_.has(feature::ring_packed);
+        // A format the caller insists on, or the only one this ring type speaks, must be there.
+        if ((cfg_.ring == ring_choice::packed || !ring_kind<Ring>::split) && !packed_) {
+            dev_.fail();
+            return status::not_supported;
+        }
         const status s = configure();
         if (s != status::ok) {
             dev_.fail();
@@ -1176,8 +1222,7 @@ private:
         }
     }
 
-    status setup_ring(split_ring<Platform>& ring, uint16_t index, ring_config planned, dma_region dev,
-                      private_region priv) {
+    status setup_ring(Ring& ring, uint16_t index, ring_config planned, dma_region dev, private_region priv) {
         Transport& t = dev_.transport();
         const uint32_t max = t.queue_max_size(index);
         if (max == 0) return status::no_device;
@@ -1203,8 +1248,9 @@ private:
         } else if (rc.indirect_tables > size) {
             rc.indirect_tables = uint16_t(size);
         }
-        VSCSI_TRY(ring.init(rc, dev, priv));
-        return t.setup_queue(index, size, ring.desc_bus(), ring.avail_bus(), ring.used_bus());
+        rc.in_order = packed_ && dev_.has(feature::in_order);
+        VSCSI_TRY(init_ring(ring, packed_ ? ring_format::packed : ring_format::split, rc, dev, priv));
+        return t.setup_queue(index, size, ring.desc_bus(), ring.driver_area_bus(), ring.device_area_bus());
     }
 
     status post_event(uint16_t i) {
@@ -1572,8 +1618,8 @@ private:
     layout lay_{};
     virtio_order order_{};
     scsi_config_values dcfg_{};
-    split_ring<Platform> ctrlq_{};
-    split_ring<Platform> eventq_{};
+    Ring ctrlq_{};
+    Ring eventq_{};
     slot* slots_ = nullptr;
     ladder_entry* ladders_ = nullptr;
     slot_dma* slot_dma_ = nullptr;
@@ -1592,6 +1638,7 @@ private:
     uint32_t drained_ = 0;
     uint16_t nreq_ = 0;
     bool pi_ = false;
+    bool packed_ = false;  // the rings are packed (VIRTIO_F_RING_PACKED negotiated)
     bool count_luns_ = false;
     bool recover_pending_ = false;
     bool quiescing_ = false;      // phase_ is odd: queue owners stop

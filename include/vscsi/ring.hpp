@@ -24,6 +24,7 @@
 
 #include "endian.hpp"
 #include "platform.hpp"
+#include "ring_common.hpp"
 #include "status.hpp"
 
 namespace vscsi {
@@ -58,43 +59,9 @@ constexpr size_t avail_bytes(uint32_t size) { return 6 + size_t(2) * size; }  //
 constexpr size_t used_bytes(uint32_t size) { return 6 + size_t(8) * size; }   // flags, idx, ring, avail_event
 }  // namespace vring
 
-inline constexpr uint32_t ring_max_size = 32768;
-inline constexpr size_t ring_region_align = 4096;
 inline constexpr size_t legacy_used_align = 4096;  // checklist 39
 
-struct ring_config {
-    uint32_t size = 0;            // entries; power of two, 1..32768 (checklist 40)
-    bool legacy = false;          // contiguous layout with the used ring 4096-aligned; used len clamped
-    bool event_idx = false;       // VIRTIO_RING_F_EVENT_IDX negotiated
-    bool indirect = false;        // VIRTIO_RING_F_INDIRECT_DESC negotiated
-    uint16_t indirect_tables = 0; // indirect tables preallocated in the region (<= size)
-    uint16_t indirect_max = 0;    // descriptors per indirect table
-    uint16_t direct_max = 0;      // chains this short go direct while half the ring is free (0: never)
-};
-
-struct sg_entry {
-    uint64_t addr;  // bus address
-    uint32_t len;
-};
-
-struct used_completion {
-    uint32_t token;
-    uint32_t len;  // bytes the device wrote, validated against the chain
-};
-
 namespace ring_detail {
-// Private per-head shadow: what the driver posted, never read back from device memory.
-struct head_state {
-    uint64_t added_in;   // 0: not in flight; else the publication epoch in which it was added
-    uint32_t token;
-    uint32_t writable;   // device-writable bytes of the chain
-    uint32_t readable;   // device-readable bytes of the chain (saturated at 2^32 - 1)
-    uint16_t ndesc;      // descriptors the chain takes in the table
-    uint16_t table;      // indirect table index, or no_table
-};
-static_assert(sizeof(head_state) == 24, "head_state packing");
-inline constexpr uint16_t no_table = 0xffff;
-
 struct layout {
     size_t desc, avail, used, indirect, total;  // device-visible region
     size_t heads, next, tables, private_total;  // private region
@@ -102,13 +69,8 @@ struct layout {
 
 constexpr bool config_valid(const ring_config& c) {
     if (c.size == 0 || c.size > ring_max_size || !is_power_of_two(c.size)) return false;
-    if (c.indirect) {
-        if (c.indirect_tables == 0 || c.indirect_tables > c.size) return false;
-        if (c.indirect_max < 1 || c.indirect_max > ring_max_size) return false;
-    } else if (c.indirect_tables != 0) {
-        return false;
-    }
-    return true;
+    if (c.in_order) return false;  // in-order batches are a packed-ring feature here
+    return indirect_config_valid(c);
 }
 
 constexpr layout layout_of(const ring_config& c) {
@@ -150,8 +112,7 @@ public:
     status init(const ring_config& cfg, dma_region dev, private_region priv) {
         if (!ring_detail::config_valid(cfg)) return status::invalid_argument;
         const ring_detail::layout l = ring_detail::layout_of(cfg);
-        if (!dev.virt || dev.bytes < l.total) return status::too_small;
-        if ((reinterpret_cast<uintptr_t>(dev.virt) & 15) || (dev.bus & 15)) return status::invalid_argument;
+        VSCSI_TRY(ring_detail::check_ring_region(dev, l.total));
         if (cfg.legacy && ((reinterpret_cast<uintptr_t>(dev.virt) | dev.bus) & (legacy_used_align - 1)))
             return status::invalid_argument;
         VSCSI_TRY(check_private_region(priv, l.private_total, dev));
@@ -167,6 +128,9 @@ public:
     uint64_t desc_bus() const { return mem_.bus + lay_.desc; }
     uint64_t avail_bus() const { return mem_.bus + lay_.avail; }
     uint64_t used_bus() const { return mem_.bus + lay_.used; }
+    // The spec's names for the parts, as both ring formats have them.
+    uint64_t driver_area_bus() const { return avail_bus(); }
+    uint64_t device_area_bus() const { return used_bus(); }
     uint32_t size() const { return cfg_.size; }
     uint32_t free_descriptors() const { return num_free_; }
     uint32_t in_flight() const { return in_flight_; }
@@ -190,7 +154,8 @@ public:
         const bool indirect = use_indirect(n);
         // A chain that can never be added is refused as such, not as busy: the caller would
         // retry it forever.
-        if (num_free_ < (indirect ? 1 : n)) return segments_valid(out, n_out, in, n_in) ? status::busy : status::invalid_argument;
+        if (num_free_ < (indirect ? 1 : n))
+            return ring_detail::segments_valid(out, n_out, in, n_in) ? status::busy : status::invalid_argument;
 
         // Segments are checked as their descriptors are written: until the avail ring names
         // the chain, those are free entries (or a free indirect table) that nobody reads, so a
@@ -276,14 +241,7 @@ public:
         ring_detail::head_state& h = heads_[id];
         if (!h.added_in) return fail();  // not a head in flight: a middle descriptor or a duplicate
         if (h.added_in == epoch_) return fail();  // added but never published: the device cannot know it
-        if (len > h.writable) {
-            // Legacy devices historically reported other lengths (checklist 48), and QEMU's
-            // virtio-scsi reports the whole chain for a write (data-out plus response) on modern
-            // devices too: a length within the chain is clamped to what the device may write.
-            // One beyond the whole chain is a lie.
-            if (!cfg_.legacy && uint64_t(len) > uint64_t(h.writable) + h.readable) return fail();
-            len = h.writable;
-        }
+        if (!ring_detail::accept_used_len(h, len, cfg_.legacy)) return fail();
         const uint32_t token = h.token;
         release(uint16_t(id));
         ++last_used_;
@@ -320,17 +278,11 @@ public:
 
     template <class F>
     void reclaim_all(F&& on_token) {
-        for (uint32_t i = 0; i < cfg_.size; ++i) {
-            if (heads_[i].added_in) on_token(heads_[i].token);
-        }
+        ring_detail::for_each_in_flight(heads_, cfg_.size, on_token);
         reset_state();
     }
 
-    bool token_in_flight(uint32_t token) const {
-        for (uint32_t i = 0; i < cfg_.size; ++i)
-            if (heads_[i].added_in && heads_[i].token == token) return true;
-        return false;
-    }
+    bool token_in_flight(uint32_t token) const { return ring_detail::token_in_flight(heads_, cfg_.size, token); }
 
 private:
     uint8_t* base() const { return static_cast<uint8_t*>(mem_.virt); }
@@ -372,28 +324,7 @@ private:
     static uint16_t load16(const uint16_t* p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
     static void store16(uint16_t* p, uint16_t v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }
 
-    // Non-empty segments, at most 4 GiB in all (checklist 42), at most 4 GiB device-writable.
-    static bool segments_valid(const sg_entry* out, uint32_t n_out, const sg_entry* in, uint32_t n_in) {
-        uint64_t total = 0, writable = 0;
-        for (uint32_t i = 0; i < n_out; ++i) {
-            if (out[i].len == 0) return false;
-            total += out[i].len;
-        }
-        for (uint32_t i = 0; i < n_in; ++i) {
-            if (in[i].len == 0) return false;
-            total += in[i].len;
-            writable += in[i].len;
-        }
-        return total <= (uint64_t(1) << 32) && writable <= 0xffffffffu;
-    }
-
-    // With direct_max set, short chains go direct while at least half the ring is free: the
-    // device fetches one line less for them. Past that, and for longer chains, an indirect
-    // table keeps each chain to one ring descriptor, so the ring does not run out first.
-    bool use_indirect(uint32_t n) const {
-        if (!cfg_.indirect || n < 2 || n > cfg_.indirect_max || tables_free_ == 0) return false;
-        return n > cfg_.direct_max || num_free_ < n + cfg_.size / 2;
-    }
+    bool use_indirect(uint32_t n) const { return ring_detail::use_indirect(cfg_, n, num_free_, tables_free_); }
 
     void release(uint16_t head) {
         ring_detail::head_state& h = heads_[head];

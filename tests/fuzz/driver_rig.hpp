@@ -109,7 +109,11 @@ enum class len_mode : uint8_t { exact, header, header_and_sense, zero, short_hea
 template <class Transport>
 class driver_rig {
 public:
-    using initiator_t = vscsi::initiator<vscsi::hosted_platform, Transport, 32, 96, 4>;
+    // The hostile device speaks split rings (ring_peer.hpp): an initiator for split rings
+    // alone, which declines VIRTIO_F_RING_PACKED whatever the device offers. Packed rings
+    // have fuzz_packed_ring.
+    using initiator_t =
+        vscsi::initiator<vscsi::hosted_platform, Transport, 32, 96, 4, vscsi::split_ring<vscsi::hosted_platform>>;
     using handle_t = typename initiator_t::queue_handle;
     static constexpr uint64_t region_bus = 0x100000000ull;
     static constexpr uint64_t ladder_cookie = 1ull << 63;

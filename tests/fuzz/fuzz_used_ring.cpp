@@ -27,17 +27,13 @@
 #include "dma_space.hpp"
 #include "fuzz_check.hpp"
 #include "fuzz_input.hpp"
+#include "ring_harness.hpp"
 #include "ring_peer.hpp"
 #include "seeds.hpp"
 
 namespace {
 using namespace fuzz;
 using ring_t = vscsi::split_ring<vscsi::hosted_platform>;
-
-constexpr uint64_t ring_bus = 0x5000000000ull;
-constexpr uint64_t data_bus = 0x6000000000ull;
-constexpr uint32_t seg_stride = 256;        // one segment's slot in the data area
-constexpr uint32_t token_stride = 8 * 256;  // one token's eight segment slots
 
 enum op : uint8_t { add, publish, pop, pop_all, give_back, raw_entry, bump, set_idx, suppress, irq_on, irq_off, reclaim, query, n_ops };
 
@@ -99,45 +95,11 @@ struct harness {
     }
 
     void do_add(input& in) {
-        const uint8_t shape = in.u8();
-        uint32_t n_out = shape & 3, n_in = (shape >> 2) & 7;
-        if (shape & 0x80) n_in += 16 + in.below(250);  // longer than most rings
-        const bool zero_len = (shape & 0x60) == 0x60;
-        uint32_t token = 0;
-        while (tokens.count(token)) ++token;
-        if (token >= cfg.size) return;  // the harness only hands out cfg.size distinct buffers
-        std::vector<vscsi::sg_entry> out(n_out), inb(n_in);
-        for (uint32_t i = 0; i < n_out + n_in; ++i) {
-            const uint32_t len = 1 + in.below(seg_stride);
-            const uint64_t addr = data_bus + uint64_t(token) * token_stride + (i % 8) * seg_stride;
-            (i < n_out ? out[i] : inb[i - n_out]) = vscsi::sg_entry{addr, len};
-        }
-        if (zero_len && n_out + n_in) (n_out ? out[0] : inb[0]).len = 0;
-        if (n_out + n_in > 8) {  // past eight segments the data slots repeat: keep them apart
-            for (uint32_t i = 8; i < n_out + n_in; ++i) (i < n_out ? out[i] : inb[i - n_out]).len = 0;
-        }
-        // What add() must answer.
-        const uint32_t n = n_out + n_in;
-        bool any_zero = false;
-        for (const auto& s : out) any_zero |= s.len == 0;
-        for (const auto& s : inb) any_zero |= s.len == 0;
-        vscsi::status want;
-        const bool indirect = cfg.indirect && n > 1 && n <= cfg.indirect_max && free_tables() > 0 &&
-                              (n > cfg.direct_max || free_descriptors() < n + cfg.size / 2);
-        if (peer->broken())
-            want = vscsi::status::device_broken;
-        else if (n == 0 || n > cfg.size || any_zero)
-            want = vscsi::status::invalid_argument;
-        else if (indirect ? free_descriptors() < 1 : free_descriptors() < n)
-            want = vscsi::status::busy;
-        else
-            want = vscsi::status::ok;
-        const bool can = ring.can_add(n_out, n_in);
-        if (!any_zero) FUZZ_CHECK(can == (want == vscsi::status::ok), "can_add says %d, add should say %s", can,
-                                  vscsi::to_string(want));
-        const vscsi::status got = ring.add(out.data(), n_out, inb.data(), n_in, token);
-        FUZZ_CHECK(got == want, "add() says %s, expected %s", vscsi::to_string(got), vscsi::to_string(want));
-        if (got != vscsi::status::ok) return;
+        chain_request r;
+        if (!read_chain_request(in, cfg.size, tokens, r)) return;
+        const bool indirect = expect_indirect(cfg, r, free_descriptors(), free_tables());
+        if (check_add(ring, cfg, r, peer->broken(), indirect, free_descriptors()) != vscsi::status::ok) return;
+        const uint32_t n = r.n(), n_out = uint32_t(r.out.size());
         ++added;
         peer->note_add();
         const std::vector<uint16_t> fresh = peer->sync({});
@@ -146,12 +108,12 @@ struct harness {
         FUZZ_CHECK(c.indirect == indirect, "chain indirect %d, expected %d", c.indirect, indirect);
         FUZZ_CHECK(c.bufs.size() == n, "chain of %zu buffers, added %u", c.bufs.size(), n);
         for (uint32_t i = 0; i < n; ++i) {
-            const vscsi::sg_entry& s = i < n_out ? out[i] : inb[i - n_out];
+            const vscsi::sg_entry& s = i < n_out ? r.out[i] : r.in[i - n_out];
             FUZZ_CHECK(c.bufs[i].bus == s.addr && c.bufs[i].len == s.len && c.bufs[i].writable == (i >= n_out),
                        "buffer %u of the chain differs from what was added", i);
         }
-        head_token[fresh[0]] = token;
-        tokens.insert(token);
+        head_token[fresh[0]] = r.token;
+        tokens.insert(r.token);
     }
 
     void do_publish() {
@@ -221,11 +183,7 @@ struct harness {
     }
 
     void do_reclaim() {
-        std::multiset<uint32_t> got;
-        ring.reclaim_all([&](uint32_t t) { got.insert(t); });
-        FUZZ_CHECK(got == std::multiset<uint32_t>(tokens.begin(), tokens.end()),
-                   "reclaim_all returned %zu tokens, %zu in flight", got.size(), tokens.size());
-        FUZZ_CHECK(!ring.broken() && ring.in_flight() == 0 && ring.free_descriptors() == cfg.size, "ring after reclaim");
+        check_reclaim(ring, tokens, cfg.size);
         fresh_peer();
     }
 
@@ -299,25 +257,10 @@ vscsi::ring_config read_config(input& in) {
 }
 
 // The scenarios of test_ring.cpp and test_ring_hostile.cpp, as seeds.
-struct ring_script : seed {
+struct ring_script : ring_script_base<ring_script, op> {
     ring_script(uint8_t size_log2, bool legacy, bool event_idx, bool indirect, uint8_t tables = 8, uint8_t max = 4) {
         u8(uint8_t(size_log2 | (legacy ? 16 : 0) | (event_idx ? 32 : 0) | (indirect ? 64 : 0)));
         u8(uint8_t(tables - 1)).u8(uint8_t(max - 1));
-    }
-    ring_script& add(uint8_t n_out, uint8_t n_in, uint8_t len = 64) {
-        u8(op::add).u8(uint8_t(n_out | n_in << 2));
-        for (int i = 0; i < n_out + n_in; ++i) u8(uint8_t(len - 1));
-        return *this;
-    }
-    ring_script& o(op x) {
-        u8(x);
-        return *this;
-    }
-    // mode < 128: the chain's writable length; 192 + k: k bytes past it
-    ring_script& give_back(uint8_t pick, uint8_t mode = 0) {
-        u8(op::give_back).u8(pick).u8(mode);
-        if (mode >= 192) u8(1);
-        return *this;
     }
     ring_script& raw(uint8_t ahead, uint8_t id, uint16_t len) {
         u8(op::raw_entry).u8(ahead).u8(id).u8(0).u16(len);

@@ -57,6 +57,47 @@ struct chain {
     uint64_t cookie = 0;          // what the owner attached to it
 };
 
+inline bool ranges_overlap(uint64_t a, uint64_t a_len, uint64_t b, uint64_t b_len) {
+    return a_len && b_len && a < b + b_len && b < a + a_len;
+}
+
+// One buffer of a chain being walked: readable ones before writable ones (checklist 41),
+// none empty, each inside memory the driver shares.
+inline void take_checked_buffer(const dma_space& mem, chain& c, bool& seen_write, uint64_t addr, uint32_t len,
+                                bool writable) {
+    FUZZ_CHECK(!(seen_write && !writable), "readable descriptor after a writable one (checklist 41)");
+    seen_write |= writable;
+    FUZZ_CHECK(len > 0, "zero-length descriptor");
+    FUZZ_CHECK(mem.translate(addr, len), "buffer %#llx+%u outside shared memory", (unsigned long long)addr, len);
+    c.bufs.push_back(buffer{addr, len, writable});
+    if (writable)
+        c.writable += len;
+    else
+        c.readable += len;
+}
+
+// The memory of a new chain (buffers and indirect table) does not overlap itself, nor any
+// buffer or table of the chains in `held`: a chain in flight posted again is a slot reused.
+inline void check_chain_apart(const chain& c, const std::map<uint16_t, chain>& held) {
+    std::vector<std::pair<uint64_t, uint64_t>> mine;
+    for (const buffer& b : c.bufs) mine.emplace_back(b.bus, b.len);
+    if (c.indirect) mine.emplace_back(c.table_bus, c.table_bytes);
+    for (size_t i = 0; i < mine.size(); ++i)
+        for (size_t j = i + 1; j < mine.size(); ++j)
+            FUZZ_CHECK(!ranges_overlap(mine[i].first, mine[i].second, mine[j].first, mine[j].second),
+                       "buffers of one chain overlap");
+    for (const auto& kv : held) {
+        const chain& o = kv.second;
+        for (const auto& m : mine) {
+            for (const buffer& b : o.bufs)
+                FUZZ_CHECK(!ranges_overlap(m.first, m.second, b.bus, b.len),
+                           "memory of a chain in flight posted again (slot reused)");
+            if (o.indirect)
+                FUZZ_CHECK(!ranges_overlap(m.first, m.second, o.table_bus, o.table_bytes), "indirect table in flight reused");
+        }
+    }
+}
+
 struct ring_setup {
     uint32_t size = 0;
     uint64_t desc = 0, avail = 0, used = 0;
@@ -306,16 +347,7 @@ private:
         FUZZ_CHECK(!held_.count(head), "head %u posted again while in flight (slot reused)", head);
         bool seen_write = false;
         auto take_buffer = [&](uint64_t addr, uint32_t len, uint16_t flags) {
-            const bool w = flags & 2;
-            FUZZ_CHECK(!(seen_write && !w), "readable descriptor after a writable one (checklist 41)");
-            seen_write |= w;
-            FUZZ_CHECK(len > 0, "zero-length descriptor");
-            FUZZ_CHECK(mem_.translate(addr, len), "buffer %#llx+%u outside shared memory", (unsigned long long)addr, len);
-            c.bufs.push_back(buffer{addr, len, w});
-            if (w)
-                c.writable += len;
-            else
-                c.readable += len;
+            take_checked_buffer(mem_, c, seen_write, addr, len, flags & 2);
         };
         uint16_t idx = head;
         for (uint32_t n = 0;; ++n) {
@@ -362,25 +394,15 @@ private:
         std::vector<range> mine;
         for (const buffer& b : c.bufs) mine.push_back({b.bus, b.len});
         if (c.indirect) mine.push_back({c.table_bus, c.table_bytes});
-        for (size_t i = 0; i < mine.size(); ++i)
-            for (size_t j = i + 1; j < mine.size(); ++j)
-                FUZZ_CHECK(!overlap(mine[i], mine[j]), "buffers of one chain overlap");
         auto against = [&](const ring_peer& r) {
             for (const range& m : mine)
                 FUZZ_CHECK(!r.touches(m.bus, m.len), "a buffer overlaps ring structures");
-            for (const auto& kv : r.held_) {
-                const chain& o = kv.second;
-                if (&r == this)
+            if (&r == this)
+                for (const auto& kv : r.held_)
                     for (uint16_t a : c.descs)
-                        for (uint16_t b : o.descs)
+                        for (uint16_t b : kv.second.descs)
                             FUZZ_CHECK(a != b, "descriptor %u in two chains in flight (slot reused)", a);
-                for (const buffer& b : o.bufs)
-                    for (const range& m : mine)
-                        FUZZ_CHECK(!overlap(m, {b.bus, b.len}), "memory of a chain in flight posted again (slot reused)");
-                if (o.indirect)
-                    for (const range& m : mine)
-                        FUZZ_CHECK(!overlap(m, {o.table_bus, o.table_bytes}), "indirect table in flight reused");
-            }
+            check_chain_apart(c, r.held_);
         };
         against(*this);
         for (const ring_peer* r : others)

@@ -115,7 +115,6 @@ def standin_tree(work, name, virtio_api):
     write(os.path.join(tree, 'include/linux/utsrelease.h'), '#define UTS_RELEASE "2.6.18-164.el5"\n')
     write(os.path.join(tree, 'include/linux/virtio_config.h'),
           f'struct virtio_config_ops {{ void *{virtio_api}; }};\n')
-    write(os.path.join(tree, 'include/linux/workqueue.h'), 'int cancel_work_sync(void *);\n')
     write(os.path.join(tree, 'Module.symvers'), '0x12345678\tprintk\tvmlinux\tEXPORT_SYMBOL\n')
     return tree
 

@@ -69,6 +69,8 @@ struct mode {
     bool indirect;
     bool event_idx;
     uint64_t ios;
+    bool packed = false;    // the device offers packed rings (modern interface)
+    bool in_order = false;  // ... and IN_ORDER
 };
 
 struct in_flight {
@@ -87,6 +89,8 @@ uint64_t run_mode(const mode& md, uint64_t seed) {
     o.queue_max = md.qsize;
     o.indirect = md.indirect;
     o.event_idx = md.event_idx;
+    o.packed = md.packed;
+    o.in_order = md.in_order;
     o.cmd_per_lun = 1024;
     initiator_config c;
     c.max_queue_size = md.qsize;
@@ -104,6 +108,7 @@ uint64_t run_mode(const mode& md, uint64_t seed) {
         m.busy.assign(m.blocks, 0);
     }
     REQUIRE(r.start() == status::ok);
+    REQUIRE(r.ini->packed() == md.packed);
     for (const lun_model& m : luns) {
         // Consume each LUN's power-on unit attention.
         REQUIRE(r.command(m.target, m.lun, fixture::tur(), nullptr, 0).outcome == io_outcome::check_condition);
@@ -222,10 +227,10 @@ uint64_t run_mode(const mode& md, uint64_t seed) {
     CHECK(r.dev->violations().empty());
     CHECK(r.ini->stats().protocol_errors == 0);
     CHECK(r.ini->in_flight() == 0);
-    std::printf("  %-12s queue %4u indirect %d event_idx %d: %7llu I/Os, %6llu MiB, depths 1..%u\n",
+    std::printf("  %-12s %-6s queue %4u indirect %d event_idx %d in_order %d: %7llu I/Os, %6llu MiB, depths 1..%u\n",
                 md.kind == personality::modern ? "modern" : md.kind == personality::legacy ? "legacy" : "transitional",
-                md.qsize, md.indirect, md.event_idx, (unsigned long long)done, (unsigned long long)(bytes >> 20),
-                max_depth);
+                md.packed ? "packed" : "split", md.qsize, md.indirect, md.event_idx, md.in_order,
+                (unsigned long long)done, (unsigned long long)(bytes >> 20), max_depth);
     return done;
 }
 
@@ -242,15 +247,26 @@ TEST_CASE("a million random I/Os keep every block intact", "[loopback][integrity
         {personality::legacy, 4, true, true, 40000},     {personality::legacy, 64, false, false, 80000},
         {personality::legacy, 256, true, false, 160000}, {personality::legacy, 1024, false, true, 100000},
         {personality::transitional, 512, true, true, 80000},
+        // Packed rings: sizes, indirect and EVENT_IDX as above, in order or not, and the
+        // modern interface of a transitional device.
+        {personality::modern, 4, false, false, 40000, true},
+        {personality::modern, 16, true, false, 60000, true},
+        {personality::modern, 128, false, true, 80000, true},
+        {personality::modern, 256, true, true, 120000, true},
+        {personality::modern, 1024, true, true, 120000, true},
+        {personality::modern, 64, true, true, 60000, true, true},
+        {personality::modern, 256, false, false, 60000, true, true},
+        {personality::transitional, 512, true, true, 60000, true},
     };
     uint64_t total = 0;
     uint64_t seed = 1;
     for (const mode& m : modes) {
         mode scaled = m;
         scaled.ios = std::max<uint64_t>(m.ios * scale / 100, 64);
-        INFO("transport " << (m.kind == personality::modern ? "modern" : m.kind == personality::legacy ? "legacy" : "transitional(legacy)")
-                          << " queue " << m.qsize << " indirect " << m.indirect << " event_idx " << m.event_idx);
-        if (m.kind == personality::modern)
+        INFO("transport " << (m.kind == personality::modern ? "modern" : m.kind == personality::legacy ? "legacy" : "transitional")
+                          << (m.packed ? " packed" : " split") << " queue " << m.qsize << " indirect " << m.indirect
+                          << " event_idx " << m.event_idx << " in_order " << m.in_order);
+        if (m.kind == personality::modern || m.packed)
             total += run_mode<modern_pci<loopback::device>>(scaled, seed++);
         else
             total += run_mode<legacy_pci<loopback::device>>(scaled, seed++);
@@ -315,9 +331,10 @@ TEST_CASE("a two-entry ring carries commands without data and refuses data clean
 // Afterwards the same driver, never restarted, moves verified data again.
 namespace {
 template <class Transport>
-void stomp_run(personality kind, uint64_t seed, uint32_t steps) {
+void stomp_run(personality kind, uint64_t seed, uint32_t steps, bool packed = false) {
     loopback::options o;
     o.kind = kind;
+    o.packed = packed;
     o.queue_max = 64;
     o.cmd_per_lun = 64;
     initiator_config c = fixture::fast_ladder();
@@ -333,6 +350,7 @@ void stomp_run(personality kind, uint64_t seed, uint32_t steps) {
         m.version.assign(m.blocks, 0);
     }
     REQUIRE(r.start() == status::ok);
+    REQUIRE(r.ini->packed() == packed);
     for (const lun_model& m : luns) r.command(m.target, m.lun, fixture::tur(), nullptr, 0);  // unit attentions
     r.rec.clear();
 
@@ -424,9 +442,9 @@ void stomp_run(personality kind, uint64_t seed, uint32_t steps) {
     CHECK(r.ini->in_flight() == 0);
     CHECK(books.guards_intact());
     const initiator_stats& st = r.ini->stats();
-    std::printf("  %-12s %u steps: %llu runs of random bytes, %llu completions (%llu good), %llu lies caught, "
+    std::printf("  %-6s %-6s %u steps: %llu runs of random bytes, %llu completions (%llu good), %llu lies caught, "
                 "%llu device resets\n",
-                kind == personality::modern ? "modern" : "legacy", steps,
+                kind == personality::modern ? "modern" : "legacy", packed ? "packed" : "split", steps,
                 (unsigned long long)r.dev->stats().stomps, (unsigned long long)completed, (unsigned long long)good,
                 (unsigned long long)st.protocol_errors, (unsigned long long)st.device_resets);
     // The run did what it claims: the device wrote, lied and was reset, and work got done.
@@ -468,4 +486,5 @@ TEST_CASE("a device writing anywhere in its DMA region reaches nothing of the dr
     const uint32_t steps = std::max<uint32_t>(20000 * scale / 100, 2000);
     stomp_run<modern_pci<loopback::device>>(personality::modern, 11, steps);
     stomp_run<legacy_pci<loopback::device>>(personality::legacy, 12, steps);
+    stomp_run<modern_pci<loopback::device>>(personality::modern, 13, steps, true);
 }

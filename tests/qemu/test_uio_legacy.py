@@ -38,7 +38,8 @@ try:
     got = {k: (v['blocks'], v['block_size'], v['read_only']) for k, v in parse_scan(out).items()}
     r.check('scan: 2 targets, 3 LUNs as given to QEMU', rc == 0 and got == topology and 'scan: 2 targets, 3 LUNs' in out,
             out)
-    r.check('scan: legacy interface, queues of 1024 entries', 'legacy interface, 1 request queue x 1024 entries' in out,
+    r.check('scan: legacy interface, split rings, queues of 1024 entries',
+            'legacy interface, split rings, 1 request queue x 1024 entries' in out,
             out)
     rc, out = g.run('vscsi-uio scan --modern 2>&1')
     r.check('--modern on a legacy-only device: refused in one line',

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """vscsi-uio against a modern-only virtio-scsi device (disable-legacy=on, 1af4:1048) with
-128-entry virtqueues and 4 request queues, in a guest with two vCPUs (bench --threads runs a
+128-entry virtqueues, 4 request queues and packed virtqueues offered (packed=on): packed
+rings by default, split ones with --ring split; a guest with two vCPUs (bench --threads runs a
 thread per request queue).
 
 usage: test_uio_modern.py VSCSI_UIO WORKDIR
@@ -17,7 +18,7 @@ os.makedirs(work, exist_ok=True)
 r = Report('uio-modern')
 MiB = 1 << 20
 disks = {(0, 0): (72 * MiB, 512), (0, 3): (8 * MiB, 4096), (2, 0): (64 * MiB, 4096), (2, 1): (4 * MiB, 512)}
-qemu = scsi_controller('scsi0', kind='modern', num_queues=4, virtqueue_size=128)
+qemu = scsi_controller('scsi0', kind='modern', num_queues=4, virtqueue_size=128, extra='packed=on')
 for (t, l), (size, bs) in disks.items():
     path = make_disk(os.path.join(work, f't{t}l{l}.img'), size)
     qemu += scsi_disk(f'd{t}{l}', path, scsi_id=t, lun=l, logical_block_size=bs)
@@ -37,14 +38,19 @@ try:
     got = {k: (v['blocks'], v['block_size'], v['read_only']) for k, v in parse_scan(out).items()}
     r.check('scan: 2 targets, 4 LUNs as given to QEMU', rc == 0 and got == topology and 'scan: 2 targets, 4 LUNs' in out,
             out)
-    r.check('scan: modern interface, 4 request queues of 128 entries',
-            'modern interface, 4 request queues x 128 entries' in out, out)
+    r.check('scan: modern interface, packed rings, 4 request queues of 128 entries',
+            'modern interface, packed rings, 4 request queues x 128 entries' in out, out)
+    rc, out = g.run(f'vscsi-uio scan -d {bdf} --ring split', timeout=120)
+    got = {k: (v['blocks'], v['block_size'], v['read_only']) for k, v in parse_scan(out).items()}
+    r.check('scan --ring split: the same LUNs over split rings',
+            rc == 0 and got == topology and 'modern interface, split rings, 4 request queues x 128 entries' in out, out)
     rc, out = g.run('vscsi-uio scan --legacy 2>&1')
     r.check('--legacy on a modern-only device: refused in one line',
             rc == 1 and out.strip().count('\n') == 0 and 'offers no legacy virtio-pci interface' in out, out)
 
     check_verify(r, g, 'polled, 512-byte blocks', '-t 0 -l 0 --size 64m --seed 21', '64.0 MiB')
-    check_verify(r, g, 'polled, 4096-byte blocks', '-t 2 -l 0 --size 64m --seed 22', '64.0 MiB')
+    check_verify(r, g, 'polled, 4096-byte blocks, split rings', '-t 2 -l 0 --size 64m --seed 22 --ring split',
+                 '64.0 MiB')
     check_verify(r, g, 'interrupts, 4096-byte blocks', '-t 0 -l 3 --seed 23 --irq', '8.0 MiB')
 
     rc, out = g.run('vscsi-uio bench -t 2 -l 0 --rw randrw --bs 4k --iodepth 64 --runtime 1 --queues 4 --json',
@@ -55,7 +61,17 @@ try:
             job['read']['total_ios'] > 0 and job['write']['total_ios'] > 0
     except (ValueError, KeyError, IndexError):
         ok = False
-    r.check('bench over 4 request queues at depth 64 (more than a 128-entry ring half holds)', ok, out)
+    r.check('bench over 4 request queues at depth 64 (more than a 128-entry ring half holds), packed rings',
+            ok and job['job options']['ring'] == 'packed', out)
+    rc, out = g.run('vscsi-uio bench -t 2 -l 0 --rw randrw --bs 4k --iodepth 64 --runtime 1 --queues 4 --json '
+                    '--ring split', timeout=120)
+    try:
+        job = bench_json(out)['jobs'][0]
+        ok = rc == 0 and job['error'] == 0 and job['job options']['ring'] == 'split' and \
+            job['read']['total_ios'] > 0 and job['write']['total_ios'] > 0
+    except (ValueError, KeyError, IndexError):
+        ok = False
+    r.check('the same bench on split rings', ok, out)
     rc, out = g.run('vscsi-uio bench -t 0 -l 0 --rw randread --iodepth 200 --runtime 1 2>&1')
     r.check('bench --iodepth beyond cmd_per_lun (128): refused', rc == 2 and 'exceeds' in out, out)
 

@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
-"""vscsi-uio against QEMU's transitional virtio-scsi device (legacy and modern interfaces).
+"""vscsi-uio against QEMU's transitional virtio-scsi device (legacy and modern interfaces)
+with packed virtqueues offered (packed=on): the modern interface runs packed rings by
+default and split ones with --ring split, the legacy interface split ones only.
 
 One boot: two targets with several LUNs (512- and 4096-byte blocks, a read-only one, a
-slow one), both interfaces, polled and interrupt completion, 64 MiB write and verify, scan
-against the topology given to QEMU, hot-plug, hot-unplug and capacity change through QMP
-seen by `events`, aborts and resets, every bad input, and the cross-check with the kernel's
-own virtio_scsi driver in the same guest.
+slow one), both interfaces and both ring formats, polled and interrupt completion, 64 MiB
+write and verify, scan against the topology given to QEMU, hot-plug, hot-unplug and
+capacity change through QMP seen by `events`, aborts and resets, every bad input, and the
+cross-check with the kernel's own virtio_scsi driver (on packed rings too) in the same
+guest.
 
 usage: test_uio_transitional.py VSCSI_UIO WORKDIR
 """
@@ -34,7 +37,7 @@ topology = {
     (1, 1): (32 * MiB // 4096, 4096, False),
     (1, 4): ((1 << 30) // 512, 512, False),
 }
-qemu = scsi_controller('scsi0', kind='transitional', num_queues=2)
+qemu = scsi_controller('scsi0', kind='transitional', num_queues=2, extra='packed=on')
 qemu += scsi_disk('d00', d00, scsi_id=0, lun=0, serial='t0l0')
 qemu += scsi_disk('d01', d01, scsi_id=0, lun=1, logical_block_size=4096)
 qemu += ['-drive', f'file={d02},if=none,id=d02,format=raw,readonly=on',
@@ -64,15 +67,24 @@ try:
             rc == 0 and out.split()[0].endswith('/uio_pci_generic'), out)
 
     # ---- scan against the topology ----
-    for itf in ('--modern', '--legacy'):
+    for itf, rings in (('--modern', 'packed'), ('--modern --ring split', 'split'), ('--legacy', 'split')):
         rc, out = g.run(f'vscsi-uio scan {itf}', timeout=120)
         found = parse_scan(out)
         got = {k: (v['blocks'], v['block_size'], v['read_only']) for k, v in found.items()}
         r.check(f'scan {itf}: 2 targets, 5 LUNs, sizes, block sizes and read-only as given to QEMU',
                 rc == 0 and got == topology and 'scan: 2 targets, 5 LUNs' in out, out)
-        r.check(f'scan {itf}: uses the {itf[2:]} interface', f'{itf[2:]} interface' in out, out)
+        which = itf.split()[0][2:]
+        r.check(f'scan {itf}: uses the {which} interface and {rings} rings',
+                f'{which} interface, {rings} rings' in out, out)
     rc, out = g.run('vscsi-uio scan')
-    r.check('the interface is chosen automatically: modern when offered', rc == 0 and 'modern interface' in out, out)
+    r.check('the interface and rings are chosen automatically: modern and packed when offered',
+            rc == 0 and 'modern interface, packed rings' in out, out)
+    rc, out = g.run('vscsi-uio scan --ring packed --legacy 2>&1')
+    r.check('--ring packed with --legacy: refused in one line, exit 2',
+            rc == 2 and 'needs the modern interface' in out and len(out.strip().splitlines()) == 1, out)
+    rc, out = g.run('vscsi-uio scan --ring ring 2>&1')
+    r.check('--ring with a bad value: refused in one line, exit 2',
+            rc == 2 and "--ring is split or packed, not 'ring'" in out and len(out.strip().splitlines()) == 1, out)
 
     rc, out = g.run('vscsi-uio inquiry -t 0 -l 0')
     r.check('inquiry: QEMU HARDDISK with the serial given', rc == 0 and 'QEMU HARDDISK' in out and 't0l0' in out, out)
@@ -82,12 +94,14 @@ try:
     r.check('-t/-l default to the first LUN (0:0)',
             rc == 0 and out.lstrip().startswith('0:0 ') and '163840 blocks' in out, out)
 
-    # ---- data: 64 MiB on both interfaces, both completions, both block sizes ----
-    check_verify(r, g, 'modern, polled', '-t 0 -l 0 --size 64m --seed 11', '64.0 MiB')
+    # ---- data: 64 MiB on both interfaces and ring formats, both completions, both block sizes ----
+    check_verify(r, g, 'modern, packed, polled', '-t 0 -l 0 --size 64m --seed 11', '64.0 MiB')
+    check_verify(r, g, 'modern, split, polled', '-t 0 -l 0 --size 64m --seed 17 --ring split', '64.0 MiB')
     check_verify(r, g, 'legacy, polled', '-t 0 -l 0 --size 64m --seed 12 --legacy', '64.0 MiB')
-    check_verify(r, g, 'modern, interrupts', '-t 0 -l 1 --size 16m --seed 13 --irq', '16.0 MiB')
+    check_verify(r, g, 'modern, packed, interrupts', '-t 0 -l 1 --size 16m --seed 13 --irq', '16.0 MiB')
+    check_verify(r, g, 'modern, split, interrupts', '-t 0 -l 1 --size 16m --seed 18 --irq --ring split', '16.0 MiB')
     check_verify(r, g, 'legacy, interrupts', '-t 1 -l 1 --size 8m --seed 14 --legacy --irq', '8.0 MiB')
-    check_verify(r, g, 'modern, hybrid', '-t 0 -l 1 --size 16m --seed 15 --hybrid', '16.0 MiB')
+    check_verify(r, g, 'modern, packed, hybrid', '-t 0 -l 1 --size 16m --seed 15 --hybrid', '16.0 MiB')
     check_verify(r, g, 'legacy, hybrid', '-t 1 -l 1 --size 8m --seed 16 --legacy --hybrid', '8.0 MiB')
 
     # The pattern on the disk is what the formula says, recomputed here independently.
@@ -102,6 +116,7 @@ try:
     # ---- bench ----
     for args in ('--rw randread --bs 4k --iodepth 32 --runtime 1', '--rw randwrite --bs 4k --iodepth 8 --runtime 1',
                  '--rw randrw --bs 8k --iodepth 16 --runtime 1 --queues 2',
+                 '--rw randrw --bs 8k --iodepth 16 --runtime 1 --queues 2 --ring split',
                  '--rw read --bs 64k --iodepth 4 --runtime 1 --legacy',
                  '--rw randread --bs 4k --iodepth 1 --runtime 1 --irq',
                  '--rw randread --bs 4k --iodepth 1 --runtime 1 --hybrid'):
@@ -114,6 +129,12 @@ try:
         except (ValueError, KeyError, IndexError):
             ok = False
         r.check(f'bench {args}: fio-style JSON, I/O done, no errors', ok, out)
+        try:
+            want = 'split' if '--legacy' in args or '--ring split' in args else 'packed'
+            ring_ok = bench_json(out)['jobs'][0]['job options']['ring'] == want
+        except (ValueError, KeyError, IndexError):
+            ring_ok = False
+        r.check(f'bench {args}: says it ran {want} rings', ring_ok, out)
     # Interrupts at depth 32: every wake-up acknowledges and unmasks while completions keep
     # coming. An unmask the device model does not see moves its INTx line out of step: the
     # line stays high with nobody asserting it, the guest kernel disables the IRQ after
@@ -167,15 +188,18 @@ try:
     r.check('events stops cleanly on SIGTERM and says how many it saw', 'events: 3 received' in log, log)
 
     # ---- task management ----
-    rc, out = g.run('vscsi-uio reset -t 1 -l 4 --type abort', timeout=120)
-    r.check('abort: ABORT TASK of a command in flight completes, and the command ends aborted',
-            rc == 0 and 'answered FUNCTION COMPLETE' in out and 'the command ended aborted' in out, out)
+    for rings in ('packed', 'split'):
+        rc, out = g.run(f'vscsi-uio reset -t 1 -l 4 --type abort --ring {rings}', timeout=120)
+        r.check(f'abort on {rings} rings: ABORT TASK of a command in flight completes, and the command ends aborted',
+                rc == 0 and 'answered FUNCTION COMPLETE' in out and 'the command ended aborted' in out, out)
     rc, out = g.run('vscsi-uio reset -t 0 -l 1 --type lun', timeout=120)
     r.check('LUN reset completes', rc == 0 and 'LOGICAL UNIT RESET on 0:1 answered FUNCTION COMPLETE' in out, out)
     rc, out = g.run('vscsi-uio reset -t 1 -l 1 --type target --legacy', timeout=120)
     r.check('target reset completes', rc == 0 and 'I_T NEXUS RESET on 1:1 answered FUNCTION COMPLETE' in out, out)
-    rc, out = g.run('vscsi-uio reset --type device', timeout=120)
-    r.check('device reset re-initialises, and the LUN answers afterwards', rc == 0 and 'afterwards: good' in out, out)
+    for rings in ('packed', 'split'):
+        rc, out = g.run(f'vscsi-uio reset --type device --ring {rings}', timeout=120)
+        r.check(f'device reset on {rings} rings re-initialises, and the LUN answers afterwards',
+                rc == 0 and 'afterwards: good' in out, out)
 
     # ---- bad input ----
     check_bad_inputs(r, g, '-t 0 -l 0', 80 * MiB // 512, read_only_arg='-t 0 -l 2')

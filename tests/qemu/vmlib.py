@@ -245,8 +245,6 @@ class Guest:
 
     def _init_script(self):
         boot_modules = ' '.join(m.replace('-', '_') for m in self.modules)
-        # The command loop: "C <base64>" lines accumulate a command, "E <n>" runs it and
-        # answers with its exit code. Output goes to the console as the command writes it.
         return f'''#!/bin/busybox sh
 /bin/busybox --install -s /bin
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
@@ -264,11 +262,33 @@ for m in {boot_modules}; do modprobe "$m" || echo "vmlib: modprobe $m failed"; d
 stty -F /dev/ttyS0 -echo 2>/dev/null
 cd /root
 echo {READY}
-cmd=/tmp/.vmlib-cmd
+{self._command_loop()}'''
+
+    # ---- what another guest kind changes (tests/el5 boots RHEL5 kernels) ----
+
+    def _kernel_image(self):
+        return f'/boot/vmlinuz-{self.release}'
+
+    def _kernel_append(self):
+        return f'console=ttyS0 loglevel=1 panic=-1 hugepages={self.hugepages} {self.kernel_args}'.strip()
+
+    def _command_lines(self, command):
+        """The "C <chunk>" lines that carry a command to the init script's loop."""
+        encoded = base64.b64encode(command.encode()).decode()
+        return [f'C {encoded[i:i + CHUNK]}\n' for i in range(0, len(encoded), CHUNK)]
+
+    def _command_decoder(self):
+        """Shell that turns $arg of a "C" line back into the command's text."""
+        return 'echo "$arg" | base64 -d'
+
+    def _command_loop(self):
+        """The end of /init: "C <chunk>" lines accumulate a command, "E <n>" runs it and
+        answers with its exit code (DONE). Output goes to the console as the command writes it."""
+        return f'''cmd=/tmp/.vmlib-cmd
 : > $cmd
 while read -r kind arg; do
     case "$kind" in
-    C) echo "$arg" | base64 -d >> $cmd ;;
+    C) {self._command_decoder()} >> $cmd ;;
     E) sh $cmd < /dev/null; rc=$?; : > $cmd; echo "@@VMLIB-DONE $arg $rc@@" ;;
     esac
 done
@@ -283,10 +303,9 @@ poweroff -f
         self.qmp_path = os.path.join(self.workdir, 'qmp.sock')
         if os.path.exists(self.qmp_path):
             os.unlink(self.qmp_path)
-        append = f'console=ttyS0 loglevel=1 panic=-1 hugepages={self.hugepages} {self.kernel_args}'.strip()
         cmd = ['qemu-system-x86_64', '-accel', 'tcg', '-nodefaults', '-display', 'none', '-no-reboot',
-               '-m', self.mem, '-smp', self.smp, '-kernel', f'/boot/vmlinuz-{self.release}', '-initrd', initrd,
-               '-append', append, '-serial', 'stdio', '-monitor', 'none',
+               '-m', self.mem, '-smp', self.smp, '-kernel', self._kernel_image(), '-initrd', initrd,
+               '-append', self._kernel_append(), '-serial', 'stdio', '-monitor', 'none',
                '-qmp', f'unix:{self.qmp_path},server=on,wait=off'] + self.qemu_args
         self._log = open(os.path.join(self.workdir, 'console.log'), 'w')
         self._log.write('$ ' + ' '.join(cmd) + '\n')
@@ -345,10 +364,8 @@ poweroff -f
         n = self._seq
         with self._cond:
             self._buf = ''
-        encoded = base64.b64encode(command.encode()).decode()
-        lines = [f'C {encoded[i:i + CHUNK]}\n' for i in range(0, len(encoded), CHUNK)] + [f'E {n}\n']
         try:
-            for line in lines:
+            for line in self._command_lines(command) + [f'E {n}\n']:
                 self.proc.stdin.write(line.encode())
                 self.proc.stdin.flush()
         except (BrokenPipeError, OSError):

@@ -3,15 +3,26 @@
 # takes vscsi as a subproject (and must see none of vscsi's tests), then vscsi is installed
 # into a prefix and found through its vscsi.pc by a CMake project and by a plain Makefile.
 # Every consumer builds and runs the same small program, which checks a few encodings.
+#
+# The subproject and the install-then-consume chain run side by side, and so do the CMake
+# and Makefile consumers; each step has a log of its own, and the results are printed in
+# order at the end. The install is of a -Dvscsi_backend=none build, which installs the
+# headers and vscsi.pc and nothing that needs building, so it installs without compiling
+# the project (the check that nothing else is installed makes sure that stays so).
 # Usage: check_consumers.sh SOURCE_ROOT
 set -eu
 src=$(cd "$1" && pwd)
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-passed=0
-failed=0
-pass() { passed=$((passed + 1)); echo "ok   $1"; }
-fail() { failed=$((failed + 1)); echo "FAIL $1"; [ -f "$tmp/log" ] && tail -20 "$tmp/log"; }
+
+# step NAME COMMAND...: runs COMMAND with its output in $tmp/NAME.log; $tmp/NAME.ok if it worked.
+step() {
+    name=$1
+    shift
+    if "$@" > "$tmp/$name.log" 2>&1; then
+        touch "$tmp/$name.ok"
+    fi
+}
 
 mkdir -p "$tmp/app"
 cat > "$tmp/app/main.cpp" <<'CPP'
@@ -37,43 +48,26 @@ struct fake_bus {};
 CPP
 
 # 1. Meson subproject.
-mkdir -p "$tmp/app/subprojects"
-ln -s "$src" "$tmp/app/subprojects/vscsi"
-cat > "$tmp/app/meson.build" <<'MESON'
+mkdir -p "$tmp/meson/subprojects"
+cp "$tmp/app/main.cpp" "$tmp/meson/"
+ln -s "$src" "$tmp/meson/subprojects/vscsi"
+cat > "$tmp/meson/meson.build" <<'MESON'
 project('consumer', 'cpp', default_options : ['cpp_std=gnu++17'])
 vscsi_dep = dependency('vscsi', fallback : ['vscsi', 'vscsi_dep'])
 executable('consumer', 'main.cpp', dependencies : vscsi_dep)
 MESON
-if meson setup "$tmp/b-meson" "$tmp/app" > "$tmp/log" 2>&1 && meson compile -C "$tmp/b-meson" >> "$tmp/log" 2>&1 &&
-   "$tmp/b-meson/consumer" >> "$tmp/log" 2>&1; then
-    pass "a Meson project builds against vscsi as a subproject"
-else
-    fail "a Meson project builds against vscsi as a subproject"
-fi
-if meson introspect --tests "$tmp/b-meson" > "$tmp/log" 2>&1 && [ "$(cat "$tmp/log")" = "[]" ]; then
-    pass "vscsi registers no tests when it is a subproject"
-else
-    fail "vscsi registers no tests when it is a subproject"
-fi
+subproject_consumer() {
+    meson setup "$tmp/b-meson" "$tmp/meson" && meson compile -C "$tmp/b-meson" && "$tmp/b-meson/consumer"
+}
+no_tests() {
+    [ "$(meson introspect --tests "$tmp/b-meson")" = "[]" ]
+}
 
-# 2. Installed, found through pkg-config.
-if meson setup "$tmp/b-install" "$src" --prefix="$tmp/prefix" -Dvscsi_backend=none > "$tmp/log" 2>&1 &&
-   meson install -C "$tmp/b-install" >> "$tmp/log" 2>&1; then
-    pass "meson install puts the headers and vscsi.pc in a prefix"
-else
-    fail "meson install puts the headers and vscsi.pc in a prefix"
-fi
-pcdir=$(dirname "$(find "$tmp/prefix" -name vscsi.pc | head -1)")
-export PKG_CONFIG_PATH="$pcdir"
-if [ -f "$tmp/prefix/include/vscsi/initiator.hpp" ] && pkg-config --cflags vscsi | grep -q -- "-I$tmp/prefix/include"; then
-    pass "pkg-config finds vscsi"
-else
-    fail "pkg-config finds vscsi"
-fi
-
-# 3. CMake, through pkg-config as the README shows.
-mkdir -p "$tmp/cmake"
+# 2. Installed, found through pkg-config; 3. CMake, through pkg-config as the README shows;
+# 4. a plain Makefile.
+mkdir -p "$tmp/cmake" "$tmp/make"
 cp "$tmp/app/main.cpp" "$tmp/cmake/"
+cp "$tmp/app/main.cpp" "$tmp/make/"
 cat > "$tmp/cmake/CMakeLists.txt" <<'CMAKE'
 cmake_minimum_required(VERSION 3.13)
 project(consumer CXX)
@@ -83,22 +77,56 @@ add_executable(consumer main.cpp)
 target_link_libraries(consumer PRIVATE PkgConfig::VSCSI)
 target_compile_features(consumer PRIVATE cxx_std_17)
 CMAKE
-if cmake -S "$tmp/cmake" -B "$tmp/b-cmake" > "$tmp/log" 2>&1 && cmake --build "$tmp/b-cmake" >> "$tmp/log" 2>&1 &&
-   "$tmp/b-cmake/consumer" >> "$tmp/log" 2>&1; then
-    pass "a CMake project builds against the installed vscsi"
-else
-    fail "a CMake project builds against the installed vscsi"
-fi
-
-# 4. A plain Makefile.
-mkdir -p "$tmp/make"
-cp "$tmp/app/main.cpp" "$tmp/make/"
 printf 'CXXFLAGS += -std=gnu++17 $(shell pkg-config --cflags vscsi)\nconsumer: main.cpp\n\t$(CXX) $(CXXFLAGS) -o $@ $<\n' > "$tmp/make/Makefile"
-if make -C "$tmp/make" > "$tmp/log" 2>&1 && "$tmp/make/consumer" >> "$tmp/log" 2>&1; then
-    pass "a plain Makefile builds against the installed vscsi"
-else
-    fail "a plain Makefile builds against the installed vscsi"
-fi
+install_prefix() {
+    meson setup "$tmp/b-install" "$src" --prefix="$tmp/prefix" -Dvscsi_backend=none -Dfuzz=disabled &&
+        meson install -C "$tmp/b-install" --no-rebuild &&
+        installed=$(cd "$tmp/prefix" && find . -type f | sort) &&
+        printf '%s\n' "$installed" &&
+        [ "$(printf '%s\n' "$installed" | grep -cv '^\./include/vscsi/[a-z_]*\.hpp$')" = 1 ] &&
+        printf '%s\n' "$installed" | grep -q '/pkgconfig/vscsi\.pc$'
+}
+find_pc() {
+    [ -f "$tmp/prefix/include/vscsi/initiator.hpp" ] && pkg-config --cflags vscsi | grep -q -- "-I$tmp/prefix/include"
+}
+cmake_consumer() {
+    cmake -S "$tmp/cmake" -B "$tmp/b-cmake" && cmake --build "$tmp/b-cmake" && "$tmp/b-cmake/consumer"
+}
+make_consumer() {
+    make -C "$tmp/make" && "$tmp/make/consumer"
+}
 
+( step subproject subproject_consumer && step no-tests no_tests ) &
+meson_job=$!
+step install install_prefix
+if [ -f "$tmp/install.ok" ]; then
+    PKG_CONFIG_PATH=$(dirname "$(find "$tmp/prefix" -name vscsi.pc | head -1)")
+    export PKG_CONFIG_PATH
+    step pkg-config find_pc
+    step cmake cmake_consumer &
+    cmake_job=$!
+    step make make_consumer
+    wait "$cmake_job" || true
+fi
+wait "$meson_job" || true
+
+passed=0
+failed=0
+for s in "subproject:a Meson project builds against vscsi as a subproject" \
+         "no-tests:vscsi registers no tests when it is a subproject" \
+         "install:meson install puts the headers and vscsi.pc in a prefix, and nothing else" \
+         "pkg-config:pkg-config finds vscsi" \
+         "cmake:a CMake project builds against the installed vscsi" \
+         "make:a plain Makefile builds against the installed vscsi"; do
+    name=${s%%:*}
+    if [ -f "$tmp/$name.ok" ]; then
+        passed=$((passed + 1))
+        echo "ok   ${s#*:}"
+    else
+        failed=$((failed + 1))
+        echo "FAIL ${s#*:}"
+        [ -f "$tmp/$name.log" ] && tail -20 "$tmp/$name.log"
+    fi
+done
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -4,7 +4,9 @@
 #include <vscsi/device.hpp>
 #include <vscsi/initiator.hpp>
 #include <vscsi/pci.hpp>
+#include <vscsi/packed_ring.hpp>
 #include <vscsi/ring.hpp>
+#include <vscsi/virtqueue.hpp>
 
 namespace {
 struct null_bus {
@@ -30,10 +32,17 @@ struct null_handler {
 }  // namespace
 
 template class vscsi::split_ring<vscsi::hosted_platform>;
+template class vscsi::packed_ring<vscsi::hosted_platform>;
+template class vscsi::virtqueue<vscsi::hosted_platform>;
 template class vscsi::legacy_pci<null_bus>;
 template class vscsi::modern_pci<null_bus>;
 template class vscsi::virtio_device<vscsi::modern_pci<null_bus>>;
 template class vscsi::initiator<vscsi::hosted_platform, vscsi::modern_pci<null_bus>>;
+// One ring format by template, each on its own.
+template class vscsi::initiator<vscsi::hosted_platform, vscsi::modern_pci<null_bus>, 32, 96, 4,
+                                vscsi::split_ring<vscsi::hosted_platform>>;
+template class vscsi::initiator<vscsi::hosted_platform, vscsi::modern_pci<null_bus>, 32, 96, 4,
+                                vscsi::packed_ring<vscsi::hosted_platform>>;
 template class vscsi::initiator<vscsi::hosted_platform, vscsi::legacy_pci<null_bus>, 32, 96, 4>;
 
 // Non-template entry points so the templates' member functions are really emitted.

@@ -79,9 +79,9 @@ struct private_memory {
     }
 };
 
-template <class Transport, uint16_t MaxQueues = 4>
+template <class Transport, uint16_t MaxQueues = 4, class Ring = vscsi::virtqueue<vscsi::hosted_platform>>
 struct rig {
-    using initiator_t = vscsi::initiator<vscsi::hosted_platform, Transport, 32, 96, MaxQueues>;
+    using initiator_t = vscsi::initiator<vscsi::hosted_platform, Transport, 32, 96, MaxQueues, Ring>;
     vscsi::loopback::dma_map map;
     std::unique_ptr<device> dev;
     std::unique_ptr<Transport> transport;

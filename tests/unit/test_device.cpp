@@ -47,6 +47,24 @@ TEST_CASE("modern negotiation: ACK, DRIVER, features, FEATURES_OK re-checked, DR
     CHECK(d.driver_ok() == status::invalid_argument);
 }
 
+TEST_CASE("IN_ORDER is taken only with packed rings", "[device][packed]") {
+    for (bool want_packed : {false, true}) {
+        loopback::dma_map map;
+        loopback::options o = opts(personality::modern);
+        o.packed = true;
+        o.in_order = true;
+        device dev(o, map);
+        modern_pci<device> t(dev);
+        REQUIRE(t.probe() == status::ok);
+        virtio_device<modern_pci<device>> d(t);
+        const uint64_t packed = feature::bit(feature::ring_packed);
+        REQUIRE(d.negotiate(want_packed ? ~0ull : ~packed) == status::ok);
+        CHECK(d.has(feature::ring_packed) == want_packed);
+        CHECK(d.has(feature::in_order) == want_packed);  // offered and asked for, but not alone
+        CHECK(dev.violations().empty());
+    }
+}
+
 TEST_CASE("only offered features are accepted; unknown offered bits are ignored", "[device]") {
     loopback::dma_map map;
     loopback::options o = opts(personality::modern);

@@ -17,9 +17,11 @@ using modern_t = modern_pci<loopback::device>;
 using legacy_t = legacy_pci<loopback::device>;
 
 namespace {
-lb_options opts(personality k) {
+// packed: the device offers packed rings too (modern interface), which the initiator takes.
+lb_options opts(personality k, bool packed = false) {
     lb_options o;
     o.kind = k;
+    o.packed = packed;
     return o;
 }
 
@@ -59,6 +61,83 @@ TEST_CASE("bring-up on a modern device negotiates and configures", "[initiator]"
     CHECK(!r.ini->legacy());
     clear_ua(r);
     CHECK(r.dev->violations().empty());
+}
+
+TEST_CASE("packed rings are taken when offered, on the modern interface only, as configured", "[initiator][packed]") {
+    const uint64_t packed_bit = feature::bit(feature::ring_packed), in_order_bit = feature::bit(feature::in_order);
+    {
+        rig<modern_t> r(opts(personality::modern, true));  // QEMU's packed=on
+        r.dev->add_lun(0, 0, 64);
+        REQUIRE(r.start() == status::ok);
+        CHECK(r.ini->packed());
+        CHECK((r.dev->driver_features() & packed_bit) != 0);
+        CHECK((r.dev->driver_features() & in_order_bit) == 0);  // not offered
+        clear_ua(r);
+        CHECK(r.dev->violations().empty());
+    }
+    {
+        // A transitional device: its legacy interface knows no packed rings, its modern one does.
+        rig<legacy_t> l(opts(personality::transitional, true));
+        l.dev->add_lun(0, 0, 64);
+        REQUIRE(l.start() == status::ok);
+        CHECK(!l.ini->packed());
+        CHECK((l.dev->driver_features() >> 32) == 0);
+        clear_ua(l);
+        rig<modern_t> m(opts(personality::transitional, true));
+        m.dev->add_lun(0, 0, 64);
+        REQUIRE(m.start() == status::ok);
+        CHECK(m.ini->packed());
+        clear_ua(m);
+    }
+    {
+        // IN_ORDER comes with packed rings; with split rings it is not taken.
+        lb_options o = opts(personality::modern, true);
+        o.in_order = true;
+        rig<modern_t> r(o);
+        r.dev->add_lun(0, 0, 64);
+        REQUIRE(r.start() == status::ok);
+        CHECK((r.dev->driver_features() & (packed_bit | in_order_bit)) == (packed_bit | in_order_bit));
+        clear_ua(r);
+        initiator_config c;
+        c.ring = ring_choice::split;
+        rig<modern_t> s(o, c);
+        s.dev->add_lun(0, 0, 64);
+        REQUIRE(s.start() == status::ok);
+        CHECK(!s.ini->packed());
+        CHECK((s.dev->driver_features() & (packed_bit | in_order_bit)) == 0);
+        clear_ua(s);
+        CHECK(s.dev->violations().empty());
+    }
+    {
+        // Packed asked for, but not offered (or no modern interface): refused, device FAILED.
+        initiator_config c;
+        c.ring = ring_choice::packed;
+        rig<modern_t> r(opts(personality::modern), c);
+        CHECK(r.start() == status::not_supported);
+        CHECK(r.ini->state() == initiator_state::failed);
+        CHECK((r.dev->status() & dev_status::failed) != 0);
+        rig<legacy_t> l(opts(personality::legacy, true), c);
+        CHECK(l.start() == status::not_supported);
+        CHECK(r.dev->violations().empty());
+        CHECK(l.dev->violations().empty());
+    }
+    {
+        // One format by template: a split-only initiator never asks for packed rings, a
+        // packed-only one needs them.
+        rig<modern_t, 4, split_ring<hosted_platform>> s(opts(personality::modern, true));
+        s.dev->add_lun(0, 0, 64);
+        REQUIRE(s.start() == status::ok);
+        CHECK(!s.ini->packed());
+        CHECK((s.dev->driver_features() & packed_bit) == 0);
+        clear_ua(s);
+        rig<modern_t, 4, packed_ring<hosted_platform>> p(opts(personality::modern, true));
+        p.dev->add_lun(0, 0, 64);
+        REQUIRE(p.start() == status::ok);
+        CHECK(p.ini->packed());
+        clear_ua(p);
+        rig<modern_t, 4, packed_ring<hosted_platform>> n(opts(personality::modern));
+        CHECK(n.start() == status::not_supported);
+    }
 }
 
 TEST_CASE("bring-up on legacy and transitional devices uses the legacy interface", "[initiator]") {
@@ -175,22 +254,26 @@ TEST_CASE("a legacy device whose fixed queue exceeds the planned memory is refus
 }
 
 TEST_CASE("a modern device offering a larger queue is asked for the planned size", "[initiator]") {
-    lb_options o = opts(personality::modern);
+    const bool packed = GENERATE(false, true);  // split rings, then packed ones
+    lb_options o = opts(personality::modern, packed);
     o.queue_max = 32768;
     initiator_config c;
     c.max_queue_size = 128;
     rig<modern_t> r(o, c);
     r.dev->add_lun(0, 0, 64);
     REQUIRE(r.start() == status::ok);
+    REQUIRE(r.ini->packed() == packed);
     CHECK(r.ini->queue_size(0) == 128);
     CHECK(r.dev->queue_size(2) == 128);
 }
 
 TEST_CASE("write then read returns the same bytes on 512 and 4096-byte LUNs", "[initiator]") {
+    const bool packed = GENERATE(false, true);  // split rings, then packed ones
     for (uint32_t bs : {512u, 4096u}) {
-        rig<modern_t> r(opts(personality::modern));
+        rig<modern_t> r(opts(personality::modern, packed));
         r.dev->add_lun(0, 3, 256, bs);
         REQUIRE(r.start() == status::ok);
+        REQUIRE(r.ini->packed() == packed);
         clear_ua(r, 0, 3);
         uint8_t* out = r.buf(0);
         uint8_t* in = r.buf(1 << 20);
@@ -326,7 +409,8 @@ TEST_CASE("random I/O keeps data intact across index wrap, queue sizes and ring 
 }
 
 TEST_CASE("a full ring or slot pool says busy and loses nothing", "[initiator]") {
-    lb_options o = opts(personality::modern);
+    const bool packed = GENERATE(false, true);  // split rings, then packed ones
+    lb_options o = opts(personality::modern, packed);
     o.queue_max = 8;
     o.indirect = false;
     initiator_config c;
@@ -335,6 +419,7 @@ TEST_CASE("a full ring or slot pool says busy and loses nothing", "[initiator]")
     rig<modern_t> r(o, c);
     r.dev->add_lun(0, 0, 64);
     REQUIRE(r.start() == status::ok);
+    REQUIRE(r.ini->packed() == packed);
     clear_ua(r);
     const std::vector<uint8_t> cdb = tur();
     io_request q{};
@@ -359,12 +444,14 @@ TEST_CASE("a full ring or slot pool says busy and loses nothing", "[initiator]")
 }
 
 TEST_CASE("cmd_per_lun bounds commands in flight per LUN", "[initiator]") {
-    lb_options o = opts(personality::modern);
+    const bool packed = GENERATE(false, true);  // split rings, then packed ones
+    lb_options o = opts(personality::modern, packed);
     o.cmd_per_lun = 3;
     rig<modern_t> r(o);
     r.dev->add_lun(0, 0, 64);
     r.dev->add_lun(0, 1, 64);
     REQUIRE(r.start() == status::ok);
+    REQUIRE(r.ini->packed() == packed);
     const std::vector<uint8_t> cdb = tur();
     io_request q{};
     q.cdb = cdb.data();
@@ -381,9 +468,11 @@ TEST_CASE("cmd_per_lun bounds commands in flight per LUN", "[initiator]") {
 }
 
 TEST_CASE("every response code decodes to its outcome, unknown ones too", "[initiator]") {
-    rig<modern_t> r(opts(personality::modern));
+    const bool packed = GENERATE(false, true);  // split rings, then packed ones
+    rig<modern_t> r(opts(personality::modern, packed));
     r.dev->add_lun(0, 0, 64);
     REQUIRE(r.start() == status::ok);
+    REQUIRE(r.ini->packed() == packed);
     clear_ua(r);
     const std::pair<uint8_t, io_outcome> cases[] = {
         {1, io_outcome::overrun},           {2, io_outcome::aborted},        {3, io_outcome::bad_target},
@@ -421,9 +510,11 @@ TEST_CASE("every response code decodes to its outcome, unknown ones too", "[init
 }
 
 TEST_CASE("sense and residual from the device are clamped", "[initiator]") {
-    rig<modern_t> r(opts(personality::modern));
+    const bool packed = GENERATE(false, true);  // split rings, then packed ones
+    rig<modern_t> r(opts(personality::modern, packed));
     r.dev->add_lun(0, 0, 64);
     REQUIRE(r.start() == status::ok);
+    REQUIRE(r.ini->packed() == packed);
     clear_ua(r);
     r.dev->fault().lie_residual = true;
     uint8_t* in = r.buf();
@@ -565,10 +656,12 @@ TEST_CASE("start() keeps its bookkeeping in a private region the device cannot r
 }
 
 TEST_CASE("task management functions complete through on_tmf", "[initiator][tmf]") {
-    rig<modern_t> r(opts(personality::modern));
+    const bool packed = GENERATE(false, true);  // split rings, then packed ones
+    rig<modern_t> r(opts(personality::modern, packed));
     r.dev->add_lun(0, 0, 64);
     r.dev->add_lun(0, 1, 64);
     REQUIRE(r.start() == status::ok);
+    REQUIRE(r.ini->packed() == packed);
     clear_ua(r);
     // Hold a command, abort it: the command completes ABORTED before the TMF completes.
     r.dev->fault().hold_next = 1;
@@ -615,9 +708,11 @@ TEST_CASE("task management functions complete through on_tmf", "[initiator][tmf]
 }
 
 TEST_CASE("asynchronous notification query and subscribe", "[initiator][an]") {
-    rig<modern_t> r(opts(personality::modern));
+    const bool packed = GENERATE(false, true);  // split rings, then packed ones
+    rig<modern_t> r(opts(personality::modern, packed));
     r.dev->add_lun(0, 0, 64);
     REQUIRE(r.start() == status::ok);
+    REQUIRE(r.ini->packed() == packed);
     REQUIRE(r.ini->submit_an(ctrl_type::an_query, 0, 0, an_event::all, 5, r.now) == status::ok);
     REQUIRE(r.ini->submit_an(ctrl_type::an_subscribe, 0, 0, an_event::media_change, 6, r.now) == status::ok);
     r.settle();
@@ -631,9 +726,11 @@ TEST_CASE("asynchronous notification query and subscribe", "[initiator][an]") {
 }
 
 TEST_CASE("hot-plug, hot-unplug, parameter change and missed events reach on_event", "[initiator][events]") {
-    rig<modern_t> r(opts(personality::modern));
+    const bool packed = GENERATE(false, true);  // split rings, then packed ones
+    rig<modern_t> r(opts(personality::modern, packed));
     r.dev->add_lun(0, 0, 64);
     REQUIRE(r.start() == status::ok);
+    REQUIRE(r.ini->packed() == packed);
     r.dev->add_lun(0, 300, 64);
     r.settle();
     REQUIRE(r.rec.events.size() == 1);
@@ -679,9 +776,11 @@ TEST_CASE("hot-plug, hot-unplug, parameter change and missed events reach on_eve
 }
 
 TEST_CASE("a lost command climbs the escalation ladder and completes once, timed out", "[initiator][recovery]") {
-    rig<modern_t> r(opts(personality::modern), fixture::fast_ladder());
+    const bool packed = GENERATE(false, true);  // split rings, then packed ones
+    rig<modern_t> r(opts(personality::modern, packed), fixture::fast_ladder());
     r.dev->add_lun(0, 0, 64);
     REQUIRE(r.start() == status::ok);
+    REQUIRE(r.ini->packed() == packed);
     clear_ua(r);
     r.dev->fault().lose_next = 1;
     const std::vector<uint8_t> cdb = rw10(false, 0, 1);
@@ -719,9 +818,11 @@ TEST_CASE("a lost command climbs the escalation ladder and completes once, timed
 }
 
 TEST_CASE("a held command that answers to ABORT TASK completes timed out without a device reset", "[initiator][recovery]") {
-    rig<modern_t> r(opts(personality::modern), fixture::fast_ladder());
+    const bool packed = GENERATE(false, true);  // split rings, then packed ones
+    rig<modern_t> r(opts(personality::modern, packed), fixture::fast_ladder());
     r.dev->add_lun(0, 0, 64);
     REQUIRE(r.start() == status::ok);
+    REQUIRE(r.ini->packed() == packed);
     clear_ua(r);
     r.dev->fault().hold_next = 1;
     const std::vector<uint8_t> cdb = tur();
@@ -741,12 +842,14 @@ TEST_CASE("a held command that answers to ABORT TASK completes timed out without
 }
 
 TEST_CASE("a device that ignores TMFs is reset; caller TMFs complete as device_reset", "[initiator][recovery]") {
+    const bool packed = GENERATE(false, true);  // split rings, then packed ones
     initiator_config c;
     c.escalation_step_ns = 1000;
     c.scan_interval_ns = 100;
-    rig<modern_t> r(opts(personality::modern), c);
+    rig<modern_t> r(opts(personality::modern, packed), c);
     r.dev->add_lun(0, 0, 64);
     REQUIRE(r.start() == status::ok);
+    REQUIRE(r.ini->packed() == packed);
     r.dev->fault().ignore_tmf = true;
     REQUIRE(r.ini->submit_tmf(tmf::logical_unit_reset, 0, 0, 0, 31, r.now) == status::ok);
     r.advance_until([&] { return !r.rec.tmfs.empty(); }, 300, 20);
@@ -758,13 +861,15 @@ TEST_CASE("a device that ignores TMFs is reset; caller TMFs complete as device_r
 }
 
 TEST_CASE("a lying device gets reset; everything in flight completes once", "[initiator][hostile]") {
+    const bool packed = GENERATE(false, true);  // split rings, then packed ones
     enum lie { bad_id, middle_id, bad_len, duplicate, used_jump };
     for (lie l : {bad_id, middle_id, bad_len, duplicate, used_jump}) {
-        lb_options o = opts(personality::modern);
+        lb_options o = opts(personality::modern, packed);
         o.indirect = false;  // chains of several descriptors, so a middle id exists
         rig<modern_t> r(o);
         r.dev->add_lun(0, 0, 64);
         REQUIRE(r.start() == status::ok);
+        REQUIRE(r.ini->packed() == packed);
         clear_ua(r);
         r.rec.clear();
         const std::vector<uint8_t> cdb = rw10(false, 0, 1);
@@ -803,11 +908,13 @@ TEST_CASE("a lying device gets reset; everything in flight completes once", "[in
 }
 
 TEST_CASE("DEVICE_NEEDS_RESET triggers recovery", "[initiator][recovery]") {
+    const bool packed = GENERATE(false, true);  // split rings, then packed ones
     initiator_config c;
     c.scan_interval_ns = 10;
-    rig<modern_t> r(opts(personality::modern), c);
+    rig<modern_t> r(opts(personality::modern, packed), c);
     r.dev->add_lun(0, 0, 64);
     REQUIRE(r.start() == status::ok);
+    REQUIRE(r.ini->packed() == packed);
     clear_ua(r);
     r.dev->set_needs_reset();
     r.now += 100;
@@ -835,9 +942,11 @@ TEST_CASE("a reset that never completes leaves the device failed, buffers untouc
 }
 
 TEST_CASE("out-of-order completions are matched to their requests", "[initiator]") {
-    rig<modern_t> r(opts(personality::modern));
+    const bool packed = GENERATE(false, true);  // split rings, then packed ones
+    rig<modern_t> r(opts(personality::modern, packed));
     r.dev->add_lun(0, 0, 64);
     REQUIRE(r.start() == status::ok);
+    REQUIRE(r.ini->packed() == packed);
     clear_ua(r);
     r.rec.clear();
     r.dev->fault().out_of_order = true;
@@ -863,13 +972,15 @@ TEST_CASE("out-of-order completions are matched to their requests", "[initiator]
 }
 
 TEST_CASE("multiple request queues spread commands", "[initiator]") {
-    lb_options o = opts(personality::modern);
+    const bool packed = GENERATE(false, true);  // split rings, then packed ones
+    lb_options o = opts(personality::modern, packed);
     o.num_queues = 3;
     initiator_config c;
     c.max_request_queues = 4;
     rig<modern_t> r(o, c);
     r.dev->add_lun(0, 0, 64);
     REQUIRE(r.start() == status::ok);
+    REQUIRE(r.ini->packed() == packed);
     CHECK(r.ini->request_queues() == 3);
     clear_ua(r);
     const std::vector<uint8_t> cdb = tur();
@@ -887,9 +998,11 @@ TEST_CASE("multiple request queues spread commands", "[initiator]") {
 }
 
 TEST_CASE("stop completes everything in flight and resets the device", "[initiator]") {
-    rig<modern_t> r(opts(personality::modern));
+    const bool packed = GENERATE(false, true);  // split rings, then packed ones
+    rig<modern_t> r(opts(personality::modern, packed));
     r.dev->add_lun(0, 0, 64);
     REQUIRE(r.start() == status::ok);
+    REQUIRE(r.ini->packed() == packed);
     r.dev->fault().hold_next = 2;
     const std::vector<uint8_t> cdb = tur();
     io_request q{};
@@ -908,9 +1021,11 @@ TEST_CASE("stop completes everything in flight and resets the device", "[initiat
 }
 
 TEST_CASE("completions_pending peeks at every queue without reaping", "[initiator]") {
-    rig<modern_t> r(opts(personality::modern));
+    const bool packed = GENERATE(false, true);  // split rings, then packed ones
+    rig<modern_t> r(opts(personality::modern, packed));
     r.dev->add_lun(0, 0, 64);
     REQUIRE(r.start() == status::ok);
+    REQUIRE(r.ini->packed() == packed);
     r.ini->poll(r.now, r.rec);
     CHECK(!r.ini->completions_pending());
     r.dev->fault().hold_next = 1;

@@ -2,6 +2,7 @@
  * (vring_init converts void*), so test_ring.cpp asks these functions instead. */
 #include <stddef.h>
 #include <linux/virtio_ring.h>
+#include <linux/virtio_config.h>
 #include <linux/virtio_pci.h>
 
 size_t uapi_vring_size(unsigned int num, unsigned long align) { return vring_size(num, align); }
@@ -34,6 +35,29 @@ unsigned uapi_ring_flags(int which) {
     case 6: return VIRTIO_RING_F_EVENT_IDX;
     }
     return 0xffffffffu;
+}
+
+/* The packed ring's structures and constants. */
+size_t uapi_packed(int which) {
+    switch (which) {
+    case 0: return sizeof(struct vring_packed_desc);
+    case 1: return offsetof(struct vring_packed_desc, addr);
+    case 2: return offsetof(struct vring_packed_desc, len);
+    case 3: return offsetof(struct vring_packed_desc, id);
+    case 4: return offsetof(struct vring_packed_desc, flags);
+    case 5: return sizeof(struct vring_packed_desc_event);
+    case 6: return offsetof(struct vring_packed_desc_event, off_wrap);
+    case 7: return offsetof(struct vring_packed_desc_event, flags);
+    case 8: return 1u << VRING_PACKED_DESC_F_AVAIL;
+    case 9: return 1u << VRING_PACKED_DESC_F_USED;
+    case 10: return VRING_PACKED_EVENT_FLAG_ENABLE;
+    case 11: return VRING_PACKED_EVENT_FLAG_DISABLE;
+    case 12: return VRING_PACKED_EVENT_FLAG_DESC;
+    case 13: return 1u << VRING_PACKED_EVENT_F_WRAP_CTR;
+    case 14: return VIRTIO_F_RING_PACKED;
+    case 15: return VIRTIO_F_IN_ORDER;
+    }
+    return (size_t)-1;
 }
 
 /* virtio_pci.h: legacy registers and modern structures. */
