@@ -4,8 +4,9 @@
 One boot of a q35 guest with -device intel-iommu (intel_iommu=on in the guest), two vCPUs, and
 seven virtio-scsi functions:
 
-  A   00:04.0  iommu_platform=on, 4 request queues: three targets, LUNs of 512- and 4096-byte
-               blocks, a slow one; everything end to end
+  A   00:04.0  iommu_platform=on, 4 request queues, packed virtqueues (packed=on): three targets,
+               LUNs of 512- and 4096-byte blocks, a slow one; everything end to end (the other
+               functions run split rings)
   V2  00:05.0  iommu_platform=on, vectors=2: too few MSI-X vectors for one per queue (shared);
                1024-entry virtqueues
   IX  00:06.0  iommu_platform=on, vectors=0: no MSI-X at all (INTx)
@@ -47,7 +48,7 @@ topology = {k: (size // bs, bs, False) for k, (size, bs) in disks.items()}
 topology[(1, 4)] = ((1 << 30) // 512, 512, False)
 
 qemu = list(IOMMU_MACHINE) + ['-object', 'iothread,id=io0']
-qemu += scsi_controller('scsi0', kind='modern', num_queues=4, extra='iommu_platform=on,addr=0x4')
+qemu += scsi_controller('scsi0', kind='modern', num_queues=4, extra='iommu_platform=on,packed=on,addr=0x4')
 for (t, l), (size, bs) in disks.items():
     qemu += scsi_disk(f'd{t}{l}', make_disk(os.path.join(work, f't{t}l{l}.img'), size), bus='scsi0.0', scsi_id=t,
                       lun=l, logical_block_size=bs)
@@ -114,7 +115,11 @@ try:
     rc, out = g.run(f'vscsi-uio scan -d {A}', timeout=120)
     got = {k: (v['blocks'], v['block_size'], v['read_only']) for k, v in parse_scan(out).items()}
     r.check('scan: 3 targets, 4 LUNs as given to QEMU', rc == 0 and got == topology and 'scan: 3 targets, 4 LUNs' in out, out)
-    r.check('scan: modern interface, 4 request queues', 'modern interface, 4 request queues' in out, out)
+    r.check('scan: modern interface, packed rings, 4 request queues',
+            'modern interface, packed rings, 4 request queues' in out, out)
+    rc, out = g.run(f'vscsi-uio scan -d {A} --ring split', timeout=120)
+    r.check('scan --ring split: the same LUNs on split rings',
+            rc == 0 and 'modern interface, split rings, 4 request queues' in out and 'scan: 3 targets, 4 LUNs' in out, out)
     r.check('scan: DMA memory is hugepages at an IOVA of the driver\'s choosing, through IOMMU group ' + group,
             re.search(rf'vfio-pci: IOMMU group {group}, .* \(2048 KiB hugepages\) at IOVA 0x[0-9a-f]+, '
                       r'[0-9.]+ KiB of bookkeeping not mapped', out), out)
@@ -228,7 +233,11 @@ try:
     r.check('two functions driven through vfio at the same time, no errors on either', ok, out + out2)
 
     # ---- events: hot-plug, capacity change, hot-unplug, on the event queue's own vector ----
-    g.run_bg(f'vscsi-uio events -d {A} --irq --timeout 60 > /tmp/ev.log 2>&1 & echo $! > /tmp/ev.pid')
+    # On split rings (--ring split on A's packed=on device): a packed ring's driver event
+    # structure really turns interrupts off, and QEMU may answer the AN subscribe before the
+    # driver goes to sleep, so no control interrupt would be owed and the control vector's
+    # check below would have nothing to count.
+    g.run_bg(f'vscsi-uio events -d {A} --irq --ring split --timeout 60 > /tmp/ev.log 2>&1 & echo $! > /tmp/ev.pid')
     g.run('for i in $(seq 100); do grep -q listening /tmp/ev.log && break; sleep 0.1; done')
     rc, out = g.run(f'vscsi-uio scan -d {A} 2>&1')
     r.check('a second vscsi-uio on a function in use is refused in one line',
