@@ -187,9 +187,12 @@ struct harness {
     }
 
     // Any descriptor, a little past the device's used position: over lists it holds, or over
-    // descriptors the driver is done with (then never one that looks made available: this
-    // side would take it for the driver's), never over lists the driver added and the device
-    // has not taken yet.
+    // descriptors the driver is done with, never over lists the driver added and the device
+    // has not taken yet. Never one that looks made available in the lap the driver writes
+    // there next: this side, reading in ring order as a device does, would take it for the
+    // driver's. For a descriptor the driver is done with that is this lap; for one the device
+    // holds it is the lap after, since a used descriptor may skip it and the reaper give it
+    // back to the driver with the device's flags still in it.
     void do_raw(input& in) {
         const uint64_t at = peer->used_total() + in.below(4);
         const uint8_t k = in.u8();
@@ -202,7 +205,8 @@ struct harness {
         const bool held = at < peer->avail_total();
         const bool done_with = at >= peer->avail_total() + pend && at < peer->reap_total() + cfg.size;
         if (!held && !done_with) return;
-        if (done_with && packed_peer::available(flags, peer->wrap_of(at))) flags ^= packed_peer::f_used;
+        const uint64_t driver_next = held ? at + cfg.size : at;
+        if (packed_peer::available(flags, peer->wrap_of(driver_next))) flags ^= packed_peer::f_used;
         peer->put_raw(at, id, len, flags);
     }
 
