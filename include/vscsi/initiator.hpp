@@ -4,7 +4,7 @@
 // given, holds rings, indirect tables, request and response headers, sense and event buffers:
 // initiator<...>::region_bytes(config) bytes. The private region, which the device never
 // sees, holds the driver's bookkeeping (each ring's shadow and free list, request and
-// control slots, the free-slot stack, per-LUN load, scratch lists):
+// control slots, the free-slot stack, per-LUN load):
 // initiator<...>::private_bytes(config) bytes. Both sizes are constexpr functions of the
 // configuration; nothing allocates after start(). Behind an IOMMU that maps only the DMA
 // region, a device that lies cannot reach the driver's state at all.
@@ -250,8 +250,6 @@ public:
         ctrl_ = reinterpret_cast<ctrl_slot*>(priv_at(l.ctrl_state));
         free_stack_ = reinterpret_cast<uint16_t*>(priv_at(l.free_stack));
         lun_load_ = reinterpret_cast<uint16_t*>(priv_at(l.lun_load));
-        scratch_out_ = reinterpret_cast<sg_entry*>(priv_at(l.scratch));
-        scratch_in_ = scratch_out_ + c.max_segments + 1;
         stats_ = initiator_stats{};
         seq_ = 1;
         // Before anything can fail: stop() and reset_device() walk this bookkeeping and the
@@ -281,32 +279,19 @@ public:
         const uint16_t idx = free_stack_[free_top_ - 1];
         slot& s = slots_[idx];
         slot_dma& d = dma_of(idx);
-        const uint64_t tag = (uint64_t(seq_++) << 16) | idx;
+        const uint64_t tag = (uint64_t(seq_) << 16) | idx;
+        const uint16_t q = r.queue < nreq_ ? r.queue : uint16_t(r.queue % nreq_);
 
-        // Request header: LUN, tag, task attribute, priority and CRN 0 (checklist 7), the PI
-        // counts if negotiated, the CDB, and zeros up to cdb_size so the device sees a clean
-        // field. The buffer has room for CdbSize bytes after the PI counts, so the CDB area is
-        // cleared with fixed-size stores.
-        uint8_t* hdr = d.req;
-        const lun_address la = make_lun(r.target, r.lun);
-        __builtin_memcpy(hdr, la.bytes, 8);
-        virtio64 tagf;
-        tagf.set(order_, tag);
-        __builtin_memcpy(hdr + 8, &tagf, 8);
-        hdr[16] = uint8_t(r.attr);
-        hdr[17] = 0;
-        hdr[18] = 0;
-        __builtin_memset(hdr + 19, 0, 8 + CdbSize);
-        uint8_t* cdb = hdr + 19;
-        if (pi_) {
-            virtio32 po, pin;
-            po.set(order_, r.pi_bytes_out);
-            pin.set(order_, r.pi_bytes_in);
-            __builtin_memcpy(hdr + 19, &po, 4);
-            __builtin_memcpy(hdr + 23, &pin, 4);
-            cdb = hdr + 27;
+        // The format is chosen here once, so the ring's add() is the format's own.
+        const command_chain chain{sg_entry{mem_.bus_of(d.req), req_bytes_}, sg_entry{mem_.bus_of(d.resp), resp_bytes_}, r};
+        const status a = with_format<Ring>(packed_, [&](auto format) { return decltype(format)::of(req_[q]).add(chain, idx); });
+        if (a != status::ok) {
+            if (a == status::device_broken) ++stats_.protocol_errors;
+            return {a, 0};
         }
-        __builtin_memcpy(cdb, r.cdb, r.cdb_len);
+        // The device reads the headers only once kick() has published the chain, after a
+        // write barrier: they may be written after the descriptors.
+        write_request_header(d.req, r, tag);
         // The device writes the response header. A legacy device's used length says nothing,
         // so until it writes, the header holds no valid response code (0xff): buffers it
         // returns unwritten are never read as OK. A modern device's length says whether it
@@ -315,24 +300,10 @@ public:
             __builtin_memset(d.resp, 0, 12);
             d.resp[11] = 0xff;
         }
-
-        scratch_out_[0] = sg_entry{mem_.bus_of(d.req), req_bytes_};
         uint32_t out_len = 0, in_len = 0;
-        for (uint32_t i = 0; i < r.n_out; ++i) {
-            scratch_out_[1 + i] = r.data_out[i];
-            out_len += r.data_out[i].len;
-        }
-        scratch_in_[0] = sg_entry{mem_.bus_of(d.resp), resp_bytes_};
-        for (uint32_t i = 0; i < r.n_in; ++i) {
-            scratch_in_[1 + i] = r.data_in[i];
-            in_len += r.data_in[i].len;
-        }
-        const uint16_t q = uint16_t(r.queue % nreq_);
-        const status a = req_[q].add(scratch_out_, r.n_out + 1, scratch_in_, r.n_in + 1, idx);
-        if (a != status::ok) {
-            if (a == status::device_broken) ++stats_.protocol_errors;
-            return {a, 0};
-        }
+        for (uint32_t i = 0; i < r.n_out; ++i) out_len += r.data_out[i].len;
+        for (uint32_t i = 0; i < r.n_in; ++i) in_len += r.data_in[i].len;
+        ++seq_;
         --free_top_;
         ++lun_load_[bucket];
         s.user_data = r.user_data;
@@ -520,6 +491,17 @@ private:
         tmf function;
         ctrl_type an_type;
     };
+    // A command's chain as the rings take it: its request header and the caller's data out
+    // (device-readable), its response header and the caller's data in (device-writable).
+    struct command_chain {
+        sg_entry req, resp;
+        const io_request& r;
+        uint32_t readable() const { return r.n_out + 1; }
+        uint32_t writable() const { return r.n_in + 1; }
+        const sg_entry& readable_at(uint32_t i) const { return i ? r.data_out[i - 1] : req; }
+        const sg_entry& writable_at(uint32_t i) const { return i ? r.data_in[i - 1] : resp; }
+    };
+
     // Device-visible header memory of one request slot.
     // Each on cache lines of its own (the region and the array start on one): the driver
     // writes the request header while the device writes the response of the slot before, and
@@ -554,7 +536,7 @@ private:
         ring_places rings;  // DMA region
         size_t slot_dma, ctrl_dma, events, total;
         ring_places shadows;  // private region
-        size_t slots, ctrl_state, free_stack, lun_load, scratch, private_total;
+        size_t slots, ctrl_state, free_stack, lun_load, private_total;
     };
 
     static constexpr bool config_valid(const initiator_config& c) {
@@ -632,9 +614,7 @@ private:
         p = align_up(p + sizeof(uint16_t) * c.slots, private_region_align);
         l.lun_load = p;
         p = align_up(p + sizeof(uint16_t) * lun_buckets, private_region_align);
-        l.scratch = p;
-        p += sizeof(sg_entry) * 2 * (c.max_segments + 1);
-        l.private_total = align_up(p, private_region_align);
+        l.private_total = p;
         return l;
     }
 
@@ -666,6 +646,30 @@ private:
         if ((r.pi_bytes_out || r.pi_bytes_in) && !pi_) return status::not_supported;
         if (uint8_t(r.attr) > uint8_t(task_attr::aca)) return status::invalid_argument;
         return status::ok;
+    }
+
+    // Request header: LUN, tag, task attribute, priority and CRN 0 (checklist 7), the PI
+    // counts if negotiated, the CDB, and zeros up to cdb_size so the device sees a clean
+    // field. The buffer has room for CdbSize bytes after the PI counts, so the whole area is
+    // cleared with fixed-size stores.
+    void write_request_header(uint8_t* hdr, const io_request& r, uint64_t tag) const {
+        const lun_address la = make_lun(r.target, r.lun);
+        virtio64 tagf;
+        tagf.set(order_, tag);
+        __builtin_memset(hdr + 16, 0, 3 + 8 + CdbSize);
+        __builtin_memcpy(hdr, la.bytes, 8);
+        __builtin_memcpy(hdr + 8, &tagf, 8);
+        hdr[16] = uint8_t(r.attr);
+        uint8_t* cdb = hdr + 19;
+        if (pi_) {
+            virtio32 po, pin;
+            po.set(order_, r.pi_bytes_out);
+            pin.set(order_, r.pi_bytes_in);
+            __builtin_memcpy(hdr + 19, &po, 4);
+            __builtin_memcpy(hdr + 23, &pin, 4);
+            cdb = hdr + 27;
+        }
+        __builtin_memcpy(cdb, r.cdb, r.cdb_len);
     }
 
     // Reset, negotiate, configure, set queues up, post event buffers, DRIVER_OK (checklist 31).
@@ -872,23 +876,21 @@ private:
     uint32_t reap_requests(Handler& h, Format) {
         uint32_t n = 0;
         for (uint16_t q = 0; q < nreq_; ++q) {
-            auto& ring = Format::of(req_[q]);
-            for (;;) {
-                const result<used_completion> r = ring.pop();
-                if (r.st == status::empty) break;
-                if (r.st != status::ok) {
-                    ++stats_.protocol_errors;
-                    recover_pending_ = true;
-                    break;
-                }
-                if (r.value.token >= cfg_.slots || slots_[r.value.token].state != slot_state::in_flight) {
+            // The ring reads the device's progress once for the batch and validates each
+            // completion; what it hands over is a chain it holds in flight.
+            const result<uint32_t> r = Format::of(req_[q]).reap([&](const used_completion& u) {
+                if (u.token >= cfg_.slots || slots_[u.token].state != slot_state::in_flight) {
                     // The ring vouched for a token we never posted: our own invariant is broken.
                     Platform::bug("vscsi: ring returned a token with no request");
                     recover_pending_ = true;
-                    break;
+                    return;
                 }
-                complete_from_device(uint16_t(r.value.token), r.value.len, h);
+                complete_from_device(uint16_t(u.token), u.len, h);
                 ++n;
+            });
+            if (r.st == status::device_broken) {
+                ++stats_.protocol_errors;
+                recover_pending_ = true;
             }
         }
         return n;
@@ -1203,8 +1205,6 @@ private:
     ctrl_slot* ctrl_ = nullptr;
     uint16_t* free_stack_ = nullptr;
     uint16_t* lun_load_ = nullptr;
-    sg_entry* scratch_out_ = nullptr;
-    sg_entry* scratch_in_ = nullptr;
     initiator_stats stats_{};
     uint64_t seq_ = 1;
     uint64_t next_scan_ = 0;
