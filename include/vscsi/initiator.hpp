@@ -273,8 +273,11 @@ public:
         const status v = validate(r);
         if (v != status::ok) return {v, 0};
         if (free_top_ == 0) return {status::busy, 0};
-        const uint16_t bucket = lun_bucket(r.target, r.lun);
-        if (lun_load_[bucket] >= cmd_per_lun_) return {status::busy, 0};
+        uint16_t bucket = no_bucket;
+        if (count_luns_) {
+            bucket = lun_bucket(r.target, r.lun);
+            if (lun_load_[bucket] >= cmd_per_lun_) return {status::busy, 0};
+        }
 
         const uint16_t idx = free_stack_[free_top_ - 1];
         slot& s = slots_[idx];
@@ -305,7 +308,7 @@ public:
         for (uint32_t i = 0; i < r.n_in; ++i) in_len += r.data_in[i].len;
         ++seq_;
         --free_top_;
-        ++lun_load_[bucket];
+        if (bucket != no_bucket) ++lun_load_[bucket];
         s.user_data = r.user_data;
         s.tag = tag;
         s.deadline = now + (r.timeout_ns ? r.timeout_ns : cfg_.default_timeout_ns);
@@ -465,6 +468,7 @@ private:
     enum class ladder : uint8_t { none, rekicked, abort_sent, lun_reset_sent, nexus_reset_sent };
     enum class ctrl_kind : uint8_t { none, tmf, an };
     enum class ctrl_owner : uint8_t { caller, ladder };
+    static constexpr uint16_t no_bucket = 0xffff;  // the slot holds no per-LUN counter
 
     struct slot {
         uint64_t user_data;
@@ -474,7 +478,7 @@ private:
         uint32_t data_in_len;
         uint16_t lun;
         uint16_t queue;
-        uint16_t bucket;
+        uint16_t bucket;  // the per-LUN counter it holds, or no_bucket
         uint8_t target;
         slot_state state;
         ladder stage;
@@ -637,21 +641,25 @@ private:
     }
 
     status validate(const io_request& r) const {
-        if (!r.cdb || r.cdb_len == 0 || r.cdb_len > cdb_size_) return status::invalid_argument;
-        if (!valid_lun(r.lun)) return status::invalid_argument;
+        if (!r.cdb || r.cdb_len - 1 >= cdb_size_) return status::invalid_argument;  // a cdb_len of 0 wraps
+        if (!valid_lun(r.lun) || uint8_t(r.attr) > uint8_t(task_attr::aca)) return status::invalid_argument;
+        // A command without data (or PI) needs nothing more.
+        return (r.n_out | r.n_in | r.pi_bytes_out | r.pi_bytes_in) ? validate_data(r) : status::ok;
+    }
+    status validate_data(const io_request& r) const {
         if ((r.n_out && !r.data_out) || (r.n_in && !r.data_in)) return status::invalid_argument;
         if (r.n_out + r.n_in > max_data_segs_) return status::invalid_argument;
         if (r.n_out > seg_max_ || r.n_in > seg_max_) return status::invalid_argument;  // checklist 27
         if (r.n_out && r.n_in && !dev_.has(feature::scsi_inout)) return status::not_supported;  // checklist 11
         if ((r.pi_bytes_out || r.pi_bytes_in) && !pi_) return status::not_supported;
-        if (uint8_t(r.attr) > uint8_t(task_attr::aca)) return status::invalid_argument;
         return status::ok;
     }
 
     // Request header: LUN, tag, task attribute, priority and CRN 0 (checklist 7), the PI
     // counts if negotiated, the CDB, and zeros up to cdb_size so the device sees a clean
     // field. The buffer has room for CdbSize bytes after the PI counts, so the whole area is
-    // cleared with fixed-size stores.
+    // cleared with fixed-size stores, and the CDB (validated: 1 to cdb_size bytes) copied
+    // without a call.
     void write_request_header(uint8_t* hdr, const io_request& r, uint64_t tag) const {
         const lun_address la = make_lun(r.target, r.lun);
         virtio64 tagf;
@@ -669,7 +677,19 @@ private:
             __builtin_memcpy(hdr + 23, &pin, 4);
             cdb = hdr + 27;
         }
-        __builtin_memcpy(cdb, r.cdb, r.cdb_len);
+        const uint8_t* src = r.cdb;
+        const uint32_t n = r.cdb_len;
+        // Whole words, then the last word again where it overlaps: never a byte past n.
+        if (n >= 8) {
+            for (uint32_t i = 0; i + 8 < n; i += 8) __builtin_memcpy(cdb + i, src + i, 8);
+            __builtin_memcpy(cdb + n - 8, src + n - 8, 8);
+        } else if (n >= 4) {
+            __builtin_memcpy(cdb, src, 4);
+            __builtin_memcpy(cdb + n - 4, src + n - 4, 4);
+        } else {
+            cdb[0] = src[0];
+            if (n > 1) __builtin_memcpy(cdb + n - 2, src + n - 2, 2);
+        }
     }
 
     // Reset, negotiate, configure, set queues up, post event buffers, DRIVER_OK (checklist 31).
@@ -722,6 +742,9 @@ private:
         nreq_ = uint16_t(dcfg_.num_queues < cfg_.max_request_queues ? dcfg_.num_queues : cfg_.max_request_queues);
         cmd_per_lun_ = dcfg_.cmd_per_lun == 0 ? 1 : dcfg_.cmd_per_lun;
         if (cmd_per_lun_ > 0xffff) cmd_per_lun_ = 0xffff;
+        // With no fewer commands allowed per LUN than slots, no LUN can pass the limit: the
+        // per-LUN counters are not kept.
+        count_luns_ = cmd_per_lun_ < cfg_.slots;
         // seg_max counts data segments (checklist 27); 0 from a device means it gave no limit
         // it can mean: the driver's own maximum applies.
         seg_max_ = dcfg_.seg_max ? dcfg_.seg_max : cfg_.max_segments;
@@ -942,7 +965,7 @@ private:
     void release_slot(uint16_t idx) {
         slot& s = slots_[idx];
         s.state = slot_state::free;
-        if (lun_load_[s.bucket]) --lun_load_[s.bucket];
+        if (s.bucket != no_bucket && lun_load_[s.bucket]) --lun_load_[s.bucket];
         free_stack_[free_top_++] = idx;
     }
 
@@ -1221,6 +1244,7 @@ private:
     uint16_t nreq_ = 0;
     bool kick_pending_[MaxQueues]{};
     bool pi_ = false;
+    bool count_luns_ = true;  // the per-LUN counters can bind (cmd_per_lun below the slots)
     bool packed_ = false;  // the rings are packed (VIRTIO_F_RING_PACKED negotiated)
     bool recover_pending_ = false;
     initiator_state state_ = initiator_state::stopped;
