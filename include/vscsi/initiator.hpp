@@ -4,7 +4,7 @@
 // given, holds rings, indirect tables, request and response headers, sense and event buffers:
 // initiator<...>::region_bytes(config) bytes. The private region, which the device never
 // sees, holds the driver's bookkeeping (each ring's shadow and free list, request and
-// control slots, the free-slot stack, per-LUN load, scratch lists):
+// control slots, the free-slot stack, per-LUN load):
 // initiator<...>::private_bytes(config) bytes. Both sizes are constexpr functions of the
 // configuration; nothing allocates after start(). Behind an IOMMU that maps only the DMA
 // region, a device that lies cannot reach the driver's state at all.
@@ -505,7 +505,7 @@ private:
     enum class rung : uint8_t { idle, abort_due, abort_sent, lun_reset_sent, nexus_reset_sent };
     enum class ctrl_kind : uint8_t { none, tmf, an };
     enum class ctrl_owner : uint8_t { caller, ladder };
-    static constexpr uint16_t no_bucket = 0xffff;
+    static constexpr uint16_t no_bucket = 0xffff;  // the slot holds no per-LUN counter
 
     // One request slot, written by the owner of its queue. `live` and `aborted_tag` are the
     // two words the control owner shares: it reads `live` (is the command still out?) and
@@ -551,6 +551,17 @@ private:
         tmf function;
         ctrl_type an_type;
     };
+    // A command's chain as the rings take it: its request header and the caller's data out
+    // (device-readable), its response header and the caller's data in (device-writable).
+    struct command_chain {
+        sg_entry req, resp;
+        const io_request& r;
+        uint32_t readable() const { return r.n_out + 1; }
+        uint32_t writable() const { return r.n_in + 1; }
+        const sg_entry& readable_at(uint32_t i) const { return i ? r.data_out[i - 1] : req; }
+        const sg_entry& writable_at(uint32_t i) const { return i ? r.data_in[i - 1] : resp; }
+    };
+
     // Device-visible header memory of one request slot.
     // Each on cache lines of its own (the region and the array start on one): the driver
     // writes the request header while the device writes the response of the slot before, and
@@ -579,7 +590,6 @@ private:
         Ring ring;
         uint16_t* free_stack;   // private region: slot_count entries
         escalation* mailbox;    // private region: mailbox_size entries, a power of two
-        sg_entry* scratch;      // private region: the chain being built, out then in
         uint64_t seq;           // next tag's upper bits: queue + 1 + k * MaxQueues
         uint64_t next_scan;
         uint32_t seen_phase;    // the phase this queue's owner last acted on
@@ -613,7 +623,7 @@ private:
         ring_places rings;  // DMA region
         size_t slot_dma, ctrl_dma, events, total;
         ring_places shadows;  // private region
-        size_t slots, ladders, ctrl_state, free_stacks, mailboxes, lun_load, scratch, scratch_bytes, private_total;
+        size_t slots, ladders, ctrl_state, free_stacks, mailboxes, lun_load, private_total;
     };
 
     static constexpr bool config_valid(const initiator_config& c) {
@@ -698,11 +708,7 @@ private:
         l.mailboxes = p;
         p = align_up(p + sizeof(escalation) * (2 * size_t(c.slots)) + line * c.max_request_queues, line);
         l.lun_load = p;
-        p = align_up(p + sizeof(uint16_t) * lun_buckets, line);
-        l.scratch = p;
-        l.scratch_bytes = align_up(sizeof(sg_entry) * 2 * (c.max_segments + 1), line);
-        p += l.scratch_bytes * c.max_request_queues;
-        l.private_total = align_up(p, line);
+        l.private_total = align_up(p + sizeof(uint16_t) * lun_buckets, line);
         return l;
     }
 
@@ -805,30 +811,17 @@ private:
         slot_dma& d = dma_of(idx);
         const uint64_t tag = (rq.seq << 16) | idx;  // unique across queues: rq.seq counts in steps of MaxQueues
 
-        // Request header: LUN, tag, task attribute, priority and CRN 0 (checklist 7), the PI
-        // counts if negotiated, the CDB, and zeros up to cdb_size so the device sees a clean
-        // field. The buffer has room for CdbSize bytes after the PI counts, so the CDB area is
-        // cleared with fixed-size stores.
-        uint8_t* hdr = d.req;
-        const lun_address la = make_lun(r.target, r.lun);
-        __builtin_memcpy(hdr, la.bytes, 8);
-        virtio64 tagf;
-        tagf.set(order_, tag);
-        __builtin_memcpy(hdr + 8, &tagf, 8);
-        hdr[16] = uint8_t(r.attr);
-        hdr[17] = 0;
-        hdr[18] = 0;
-        __builtin_memset(hdr + 19, 0, 8 + CdbSize);
-        uint8_t* cdb = hdr + 19;
-        if (pi_) {
-            virtio32 po, pin;
-            po.set(order_, r.pi_bytes_out);
-            pin.set(order_, r.pi_bytes_in);
-            __builtin_memcpy(hdr + 19, &po, 4);
-            __builtin_memcpy(hdr + 23, &pin, 4);
-            cdb = hdr + 27;
+        // The command's parts listed in place, and the format chosen here once, so the
+        // ring's add() is the format's own.
+        const command_chain chain{sg_entry{mem_.bus_of(d.req), req_bytes_}, sg_entry{mem_.bus_of(d.resp), resp_bytes_}, r};
+        const status a = with_format<Ring>(packed_, [&](auto format) { return decltype(format)::of(rq.ring).add(chain, idx); });
+        if (a != status::ok) {
+            if (bucket != no_bucket) lun_put(bucket);
+            return {a, 0};
         }
-        __builtin_memcpy(cdb, r.cdb, r.cdb_len);
+        // The device reads the headers only once kick() has published the chain, after a
+        // write barrier: they may be written after the descriptors.
+        write_request_header(d.req, r, tag);
         // The device writes the response header. A legacy device's used length says nothing,
         // so until it writes, the header holds no valid response code (0xff): buffers it
         // returns unwritten are never read as OK. A modern device's length says whether it
@@ -837,25 +830,9 @@ private:
             __builtin_memset(d.resp, 0, 12);
             d.resp[11] = 0xff;
         }
-
-        sg_entry* const out = rq.scratch;
-        sg_entry* const in = out + cfg_.max_segments + 1;
-        out[0] = sg_entry{mem_.bus_of(d.req), req_bytes_};
         uint32_t out_len = 0, in_len = 0;
-        for (uint32_t i = 0; i < r.n_out; ++i) {
-            out[1 + i] = r.data_out[i];
-            out_len += r.data_out[i].len;
-        }
-        in[0] = sg_entry{mem_.bus_of(d.resp), resp_bytes_};
-        for (uint32_t i = 0; i < r.n_in; ++i) {
-            in[1 + i] = r.data_in[i];
-            in_len += r.data_in[i].len;
-        }
-        const status a = rq.ring.add(out, r.n_out + 1, in, r.n_in + 1, idx);
-        if (a != status::ok) {
-            if (bucket != no_bucket) lun_put(bucket);
-            return {a, 0};
-        }
+        for (uint32_t i = 0; i < r.n_out; ++i) out_len += r.data_out[i].len;
+        for (uint32_t i = 0; i < r.n_in; ++i) in_len += r.data_in[i].len;
         initiator_detail::store_relaxed(rq.free_top, uint16_t(rq.free_top - 1));
         rq.seq += MaxQueues;
         s.user_data = r.user_data;
@@ -895,24 +872,26 @@ private:
         auto& ring = Format::of(rq.ring);
         if (ring.broken()) return 0;  // counted once; the reset is asked for
         uint32_t n = 0;
-        for (;;) {
-            const result<used_completion> r = ring.pop();
-            if (r.st == status::empty) break;
-            if (r.st != status::ok) {
-                initiator_detail::bump(rq.counts.protocol_errors);
-                initiator_detail::store_release(rq.link.reset_wanted, 1u);
-                break;
-            }
-            const uint32_t t = r.value.token;
+        bool unposted = false;  // a token we never posted: nothing after it is taken
+        // The ring reads the device's progress once for the batch and validates each
+        // completion; what it hands over is a chain it held in flight.
+        const result<uint32_t> r = ring.reap([&](const used_completion& u) {
+            if (unposted) return;
+            const uint32_t t = u.token;
             if (uint32_t(t - rq.first_slot) >= rq.slot_count || slots_[t].state != slot_state::in_flight) {
                 // The ring vouched for a token we never posted: our own invariant is broken.
                 Platform::bug("vscsi: ring returned a token with no request");
                 ring.mark_broken();
                 initiator_detail::store_release(rq.link.reset_wanted, 1u);
-                break;
+                unposted = true;
+                return;
             }
-            complete_from_device(q, uint16_t(t), r.value.len, h);
+            complete_from_device(q, uint16_t(t), u.len, h);
             ++n;
+        });
+        if (r.st == status::device_broken && !unposted) {
+            initiator_detail::bump(rq.counts.protocol_errors);
+            initiator_detail::store_release(rq.link.reset_wanted, 1u);
         }
         return n;
     }
@@ -1071,18 +1050,57 @@ private:
     void lun_put(uint16_t b) { __atomic_fetch_sub(&lun_load_[b], uint16_t(1), __ATOMIC_RELAXED); }
 
     status validate(const io_request& r) const {
-        if (!r.cdb || r.cdb_len == 0 || r.cdb_len > cdb_size_) return status::invalid_argument;
-        if (!valid_lun(r.lun)) return status::invalid_argument;
+        if (!r.cdb || r.cdb_len - 1 >= cdb_size_) return status::invalid_argument;  // a cdb_len of 0 wraps
+        if (!valid_lun(r.lun) || uint8_t(r.attr) > uint8_t(task_attr::aca)) return status::invalid_argument;
+        // A command without data (or PI) needs nothing more.
+        return (r.n_out | r.n_in | r.pi_bytes_out | r.pi_bytes_in) ? validate_data(r) : status::ok;
+    }
+    status validate_data(const io_request& r) const {
         if ((r.n_out && !r.data_out) || (r.n_in && !r.data_in)) return status::invalid_argument;
         if (r.n_out + r.n_in > max_data_segs_) return status::invalid_argument;
         if (r.n_out > seg_max_ || r.n_in > seg_max_) return status::invalid_argument;  // checklist 27
         if (r.n_out && r.n_in && !dev_.has(feature::scsi_inout)) return status::not_supported;  // checklist 11
         if ((r.pi_bytes_out || r.pi_bytes_in) && !pi_) return status::not_supported;
-        if (uint8_t(r.attr) > uint8_t(task_attr::aca)) return status::invalid_argument;
         return status::ok;
     }
 
-    // ---- bring-up ----
+    // Request header: LUN, tag, task attribute, priority and CRN 0 (checklist 7), the PI
+    // counts if negotiated, the CDB, and zeros up to cdb_size so the device sees a clean
+    // field. The buffer has room for CdbSize bytes after the PI counts, so the whole area is
+    // cleared with fixed-size stores, and the CDB (validated: 1 to cdb_size bytes) copied
+    // without a call.
+    void write_request_header(uint8_t* hdr, const io_request& r, uint64_t tag) const {
+        const lun_address la = make_lun(r.target, r.lun);
+        virtio64 tagf;
+        tagf.set(order_, tag);
+        __builtin_memset(hdr + 16, 0, 3 + 8 + CdbSize);
+        __builtin_memcpy(hdr, la.bytes, 8);
+        __builtin_memcpy(hdr + 8, &tagf, 8);
+        hdr[16] = uint8_t(r.attr);
+        uint8_t* cdb = hdr + 19;
+        if (pi_) {
+            virtio32 po, pin;
+            po.set(order_, r.pi_bytes_out);
+            pin.set(order_, r.pi_bytes_in);
+            __builtin_memcpy(hdr + 19, &po, 4);
+            __builtin_memcpy(hdr + 23, &pin, 4);
+            cdb = hdr + 27;
+        }
+        const uint8_t* src = r.cdb;
+        const uint32_t n = r.cdb_len;
+        // Whole words, then the last word again where it overlaps: never a byte past n.
+        if (n >= 8) {
+            for (uint32_t i = 0; i + 8 < n; i += 8) __builtin_memcpy(cdb + i, src + i, 8);
+            __builtin_memcpy(cdb + n - 8, src + n - 8, 8);
+        } else if (n >= 4) {
+            __builtin_memcpy(cdb, src, 4);
+            __builtin_memcpy(cdb + n - 4, src + n - 4, 4);
+        } else {
+            cdb[0] = src[0];
+            if (n > 1) __builtin_memcpy(cdb + n - 2, src + n - 2, 2);
+        }
+    }
+
     // Reset, negotiate, configure, set queues up, post event buffers, DRIVER_OK (checklist 31).
     status bring_up() {
         uint64_t want = feature::bit(feature::version_1) | feature::bit(feature::scsi_hotplug) |
@@ -1142,6 +1160,8 @@ private:
         }
         cmd_per_lun_ = dcfg_.cmd_per_lun == 0 ? 1 : dcfg_.cmd_per_lun;
         if (cmd_per_lun_ > 0xffff) cmd_per_lun_ = 0xffff;
+        // With no fewer commands allowed per LUN than slots, no LUN can pass the limit: the
+        // per-LUN counters are not kept.
         count_luns_ = cmd_per_lun_ < cfg_.slots;
         // seg_max counts data segments (checklist 27); 0 from a device means it gave no limit
         // it can mean: the driver's own maximum applies.
@@ -1185,7 +1205,6 @@ private:
             request_queue& rq = rq_[q];
             rq.free_stack = nullptr;
             rq.mailbox = nullptr;
-            rq.scratch = reinterpret_cast<sg_entry*>(priv_at(lay_.scratch + lay_.scratch_bytes * (q % cfg_.max_request_queues)));
             rq.seq = 1 + q;
             rq.next_scan = 0;
             rq.seen_phase = phase_;
@@ -1639,7 +1658,7 @@ private:
     uint16_t nreq_ = 0;
     bool pi_ = false;
     bool packed_ = false;  // the rings are packed (VIRTIO_F_RING_PACKED negotiated)
-    bool count_luns_ = false;
+    bool count_luns_ = false;  // the per-LUN counters can bind (cmd_per_lun below the slots)
     bool recover_pending_ = false;
     bool quiescing_ = false;      // phase_ is odd: queue owners stop
     bool reset_waiting_ = false;  // ... and a reset waits for them to

@@ -178,82 +178,61 @@ public:
     // Queue one chain: readable segments, then writable ones (checklist 41). The device sees
     // it after publish().
     status add(const sg_entry* out, uint32_t n_out, const sg_entry* in, uint32_t n_in, uint32_t token) {
+        if ((n_out && !out) || (n_in && !in)) return broken_ ? status::device_broken : status::invalid_argument;
+        return add(sg_lists{out, n_out, in, n_in}, token);
+    }
+    // The same for a chain of any type that lists its segments (see ring_common.hpp).
+    template <class Chain>
+    status add(const Chain& chain, uint32_t token) {
         if (broken_) return status::device_broken;
-        // Each count alone first, so their sum cannot wrap.
-        const uint32_t size = cfg_.size;
-        if (n_out > size || n_in > size) return status::invalid_argument;
-        const uint32_t n = n_out + n_in;
-        if (n == 0 || n > size) return status::invalid_argument;  // checklist 42
-        if ((n_out && !out) || (n_in && !in)) return status::invalid_argument;
+        const uint32_t n_out = chain.readable(), n_in = chain.writable();
+        const uint64_t n64 = uint64_t(n_out) + n_in;
+        if (n64 - 1 >= cfg_.size) return status::invalid_argument;  // none, or more than the ring (checklist 42)
+        const uint32_t n = uint32_t(n64);
         const bool indirect = use_indirect(n);
         const uint32_t ndesc = indirect ? 1 : n;
         if (num_free_ < ndesc)
-            return ring_detail::segments_valid(out, n_out, in, n_in) ? status::busy : status::invalid_argument;
+            return ring_detail::segments_valid(chain) ? status::busy : status::invalid_argument;
         // Every buffer in flight takes at least one descriptor, so with one free there is a
         // free id too.
         const uint16_t id = free_ids_[ids_free_ - 1];
         pring::desc* const ring = descs();
         const uint16_t head = next_avail_;
-        uint64_t readable = 0, writable = 0;
-        bool empty = false;
+        ring_detail::chain_bytes bytes;
         uint16_t head_flags;
+        uint16_t table = ring_detail::no_table;
         if (indirect) {
             // In a table only WRITE is meaningful: its entries follow one another. The table's
             // descriptor carries the id; never with NEXT (checklist 43).
-            pring::desc* const table = indirect_table(tables_[tables_free_ - 1]);
-            for (uint32_t i = 0; i < n; ++i) {
-                const bool w = i >= n_out;
-                const sg_entry& sg = w ? in[i - n_out] : out[i];
-                empty |= sg.len == 0;
-                (w ? writable : readable) += sg.len;
-                fill(table[i], sg, 0, w ? pring::desc_f_write : 0);
+            table = tables_[tables_free_ - 1];
+            pring::desc* const t = indirect_table(table);
+            for (uint32_t k = 0; k < n_out; ++k) {
+                const sg_entry& sg = chain.readable_at(k);
+                bytes.count_readable(sg.len);
+                fill(t[k], sg.addr, sg.len, 0, 0);
             }
-            if (empty || readable + writable > (uint64_t(1) << 32) || writable > 0xffffffffu)
-                return status::invalid_argument;
-            fill_head(ring[head], mem_.bus_of(table), uint32_t(n * sizeof(pring::desc)), id);
+            for (uint32_t k = 0; k < n_in; ++k) {
+                const sg_entry& sg = chain.writable_at(k);
+                bytes.count_writable(sg.len);
+                fill(t[n_out + k], sg.addr, sg.len, 0, pring::desc_f_write);
+            }
+            if (!bytes.valid()) return status::invalid_argument;
+            fill_head(ring[head], mem_.bus_of(t), uint32_t(n * sizeof(pring::desc)), id);
             head_flags = uint16_t(pring::desc_f_indirect | avail_bits_);
+            --tables_free_;
         } else {
-            // Every descriptor carries the id (the spec needs it in the last) and, but for the
-            // head, its final flags: the device reads none of them before the head's. Locals
-            // throughout: a store to the ring could otherwise be taken to change the members.
-            uint32_t pos = head;
-            uint16_t bits = avail_bits_;
-            head_flags = 0;
-            for (uint32_t i = 0; i < n; ++i) {
-                const bool w = i >= n_out;
-                const sg_entry& sg = w ? in[i - n_out] : out[i];
-                empty |= sg.len == 0;
-                (w ? writable : readable) += sg.len;
-                const uint16_t flags =
-                    uint16_t((w ? pring::desc_f_write : 0) | (i + 1 < n ? pring::desc_f_next : 0) | bits);
-                if (i == 0) {
-                    fill_head(ring[pos], sg.addr, sg.len, id);
-                    head_flags = flags;
-                } else {
-                    fill(ring[pos], sg, id, flags);
-                }
-                if (++pos == size) {
-                    pos = 0;
-                    bits ^= pring::desc_f_avail | pring::desc_f_used;
-                }
-            }
-            if (empty || readable + writable > (uint64_t(1) << 32) || writable > 0xffffffffu) {
+            head_flags = write_list(ring, id, n, chain, bytes);
+            if (!bytes.valid()) {
                 // A descriptor past the head left marked available would look made available
                 // to a device that reaches it: flags 0 are available in no lap.
                 for (uint32_t i = 1, p = head; i < n; ++i) {
-                    if (++p == size) p = 0;
+                    if (++p == cfg_.size) p = 0;
                     ring[p].flags.set(0);
                 }
                 return status::invalid_argument;
             }
         }
-        ring_detail::head_state& h = heads_[id];
-        h.added_in = epoch_;  // in flight, not yet published
-        h.token = token;
-        h.writable = uint32_t(writable);  // at most the total: checked above
-        h.readable = readable > 0xffffffffu ? 0xffffffffu : uint32_t(readable);
-        h.ndesc = uint16_t(ndesc);
-        h.table = indirect ? tables_[--tables_free_] : ring_detail::no_table;
+        ring_detail::record(heads_[id], epoch_, token, bytes, uint16_t(ndesc), table);  // in flight, not yet published
         --ids_free_;
         if (cfg_.in_order) order_[fifo_slot(in_flight_)] = id;
         ++in_flight_;
@@ -298,29 +277,46 @@ public:
     }
 
     result<used_completion> pop() {
-        if (batch_left_) return next_of_batch();
-        if (broken_) return {status::device_broken, {}};
-        const pring::desc& d = descs()[next_used_];
-        if ((from_le(load16(&d.flags.raw)) & (pring::desc_f_avail | pring::desc_f_used)) != used_bits_)
-            return {status::empty, {}};
-        // Nothing in flight, yet a used descriptor where the next one would go: a lie.
-        if (in_flight_ == 0) return fail();
-        Platform::rmb();  // [C]
-        const uint32_t id = d.id.get();
-        // The length counts whatever the WRITE flag of a used descriptor says: QEMU reports
-        // it without setting WRITE (where the spec would have it ignored).
-        uint32_t len = d.len.get();
-        if (id >= cfg_.size) return fail();
-        ring_detail::head_state& h = heads_[id];
-        if (!h.added_in) return fail();           // not a buffer in flight, or returned twice
-        if (h.added_in == epoch_) return fail();  // added but never published: the device cannot know it
-        if (!ring_detail::accept_used_len(h, len, false)) return fail();
-        if (cfg_.in_order) return start_batch(uint16_t(id), len);
-        const uint32_t token = h.token;
-        advance_used(h.ndesc);
-        release(uint16_t(id));
+        if (!batch_left_) {
+            if (broken_) return {status::device_broken, {}};
+            if (!used_here()) return {status::empty, {}};
+            used_completion c{};
+            const status s = take_used(c);
+            if (s != status::ok) return {s, {}};
+            if (!batch_left_) {
+                reaped();
+                return {status::ok, c};
+            }
+        }
+        const used_completion c = next_of_batch();
+        if (!batch_left_) reaped();
+        return {status::ok, c};
+    }
+
+    // Every used descriptor there is, each completion handed to on_used(const
+    // used_completion&) as it is taken (the buffer is the driver's again by then). Returns how
+    // many: status empty (none), ok, or device_broken (the ring lied after that many).
+    // on_used may add, publish, pop or reap again, and may even reclaim the ring.
+    template <class F>
+    result<uint32_t> reap(F&& on_used) {
+        uint32_t n = 0;
+        for (;;) {
+            while (batch_left_) {  // a member: a reclaim from on_used ends the run
+                ++n;
+                on_used(next_of_batch());
+            }
+            if (broken_) return {status::device_broken, n};
+            if (!used_here()) break;
+            used_completion c{};
+            const status s = take_used(c);
+            if (s != status::ok) return {s, n};
+            if (batch_left_) continue;
+            ++n;
+            on_used(c);
+        }
+        if (!n) return {status::empty, 0};
         reaped();
-        return {status::ok, used_completion{token, len}};
+        return {status::ok, n};
     }
 
     void disable_interrupts() {
@@ -344,8 +340,7 @@ public:
     // Has the device returned anything not yet popped? A peek for hybrid pollers; it consumes
     // nothing and orders nothing (pop() does).
     bool has_used() const {
-        return batch_left_ ||
-               (from_le(load16(&descs()[next_used_].flags.raw)) & (pring::desc_f_avail | pring::desc_f_used)) == used_bits_;
+        return batch_left_ || used_here();
     }
 
     template <class F>
@@ -374,15 +369,86 @@ private:
     static uint32_t load32(const uint32_t* p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
     static void store16(uint16_t* p, uint16_t v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }
 
-    // A whole descriptor; its head but for the flags, which make it available.
-    static void fill(pring::desc& d, const sg_entry& sg, uint16_t id, uint16_t flags) {
-        fill_head(d, sg.addr, sg.len, id);
-        d.flags.set(flags);
+    // A whole descriptor; a list's head but for the flags, which make it available.
+    static void fill(pring::desc& d, uint64_t addr, uint32_t len, uint16_t id, uint16_t flags) {
+        pring::desc want;
+        want.addr.set(addr);
+        want.len.set(len);
+        want.id.set(id);
+        want.flags.set(flags);
+        d = want;
     }
     static void fill_head(pring::desc& d, uint64_t addr, uint32_t len, uint16_t id) {
         d.addr.set(addr);
         d.len.set(len);
         d.id.set(id);
+    }
+
+    // A direct list from next_avail_ on, every descriptor carrying the id (the spec needs it
+    // in the last) and, but for the head, its final flags: the device reads none of them
+    // before the head's, which are returned.
+    template <class Chain>
+    uint16_t write_list(pring::desc* ring, uint16_t id, uint32_t n, const Chain& chain,
+                        ring_detail::chain_bytes& bytes) const {
+        const uint32_t size = cfg_.size;
+        uint32_t pos = next_avail_, i = 0;
+        uint16_t bits = avail_bits_, head_flags = 0;
+        auto put = [&](const sg_entry& sg, uint16_t write) {
+            const uint16_t flags = uint16_t(write | (++i < n ? pring::desc_f_next : 0) | bits);
+            if (i == 1) {
+                fill_head(ring[pos], sg.addr, sg.len, id);
+                head_flags = flags;
+            } else {
+                fill(ring[pos], sg.addr, sg.len, id, flags);
+            }
+            if (++pos == size) {
+                pos = 0;
+                bits ^= pring::desc_f_avail | pring::desc_f_used;
+            }
+        };
+        for (uint32_t k = 0; k < chain.readable(); ++k) {
+            const sg_entry& sg = chain.readable_at(k);
+            bytes.count_readable(sg.len);
+            put(sg, 0);
+        }
+        for (uint32_t k = 0; k < chain.writable(); ++k) {
+            const sg_entry& sg = chain.writable_at(k);
+            bytes.count_writable(sg.len);
+            put(sg, pring::desc_f_write);
+        }
+        return head_flags;
+    }
+
+    // Is the descriptor at the reaper's position used in its lap?
+    bool used_here() const {
+        return (from_le(load16(&descs()[next_used_].flags.raw)) & (pring::desc_f_avail | pring::desc_f_used)) ==
+               used_bits_;
+    }
+
+    // The used descriptor at the reaper's position (used_here()), checked against the shadow:
+    // its buffer's completion in `c`, or, in order, the run it ends starts (batch_left_).
+    status take_used(used_completion& c) {
+        // Nothing in flight, yet a used descriptor where the next one would go: a lie.
+        if (in_flight_ == 0) return fail();
+        Platform::rmb();  // [C]
+        const pring::desc& d = descs()[next_used_];
+        const uint32_t id = d.id.get();
+        // The length counts whatever the WRITE flag of a used descriptor says: QEMU reports
+        // it without setting WRITE (where the spec would have it ignored).
+        uint32_t len = d.len.get();
+        if (id >= cfg_.size) return fail();
+        ring_detail::head_state& h = heads_[id];
+        // Not a buffer in flight (or returned twice), or added but never published.
+        if (!h.added_in || h.added_in == epoch_) return fail();
+        if (!ring_detail::accept_used_len(h, len, false)) return fail();
+        if (cfg_.in_order) {
+            start_batch(uint16_t(id), len);
+            return status::ok;
+        }
+        c = used_completion{h.token, len};
+        advance_used(h.ndesc);
+        release(uint16_t(id));
+        return status::ok;
     }
 
     bool use_indirect(uint32_t n) const { return ring_detail::use_indirect(cfg_, n, num_free_, tables_free_); }
@@ -426,7 +492,7 @@ private:
 
     // In order: the device used every buffer from the oldest in flight up to `id` (published,
     // so all before it were too); the run's descriptors are skipped at once.
-    result<used_completion> start_batch(uint16_t id, uint32_t len) {
+    void start_batch(uint16_t id, uint32_t len) {
         uint32_t k = 0, ndesc = 0;
         for (;; ++k) {
             const uint16_t at = order_[fifo_slot(k)];
@@ -436,18 +502,17 @@ private:
         advance_used(ndesc);
         batch_left_ = k + 1;
         batch_len_ = len;
-        return next_of_batch();
     }
 
-    result<used_completion> next_of_batch() {
+    used_completion next_of_batch() {
         const uint16_t id = order_[order_head_];
         const ring_detail::head_state& h = heads_[id];
         // Buffers before the last of the run were used whole.
         const uint32_t len = batch_left_ == 1 ? batch_len_ : h.writable;
         const uint32_t token = h.token;
         release(id);
-        if (--batch_left_ == 0) reaped();
-        return {status::ok, used_completion{token, len}};
+        --batch_left_;
+        return used_completion{token, len};
     }
 
     void release(uint16_t id) {
@@ -460,9 +525,10 @@ private:
         --in_flight_;
     }
 
-    result<used_completion> fail() {
+    // The first lie latches the ring broken.
+    status fail() {
         broken_ = true;
-        return {status::device_broken, {}};
+        return status::device_broken;
     }
 
     void reset_state() {

@@ -135,7 +135,7 @@ public:
     uint32_t free_descriptors() const { return num_free_; }
     uint32_t in_flight() const { return in_flight_; }
     bool broken() const { return broken_; }
-    void mark_broken() { broken_ = true; }
+    void mark_broken() { fail(); }
     const ring_config& config() const { return cfg_; }
 
     bool can_add(uint32_t n_out, uint32_t n_in) const {
@@ -145,64 +145,49 @@ public:
         return num_free_ >= n;
     }
 
+    // Queue one chain: readable segments, then writable ones (checklist 41). The device sees
+    // it after publish().
     status add(const sg_entry* out, uint32_t n_out, const sg_entry* in, uint32_t n_in, uint32_t token) {
+        if ((n_out && !out) || (n_in && !in)) return broken_ ? status::device_broken : status::invalid_argument;
+        return add(sg_lists{out, n_out, in, n_in}, token);
+    }
+    // The same for a chain of any type that lists its segments (see ring_common.hpp).
+    template <class Chain>
+    status add(const Chain& chain, uint32_t token) {
         if (broken_) return status::device_broken;
-        const uint64_t n64 = uint64_t(n_out) + n_in;
-        if (n64 == 0 || n64 > cfg_.size) return status::invalid_argument;  // checklist 42
-        if ((n_out && !out) || (n_in && !in)) return status::invalid_argument;
+        const uint64_t n64 = uint64_t(chain.readable()) + chain.writable();
+        if (n64 - 1 >= cfg_.size) return status::invalid_argument;  // none, or more than the ring (checklist 42)
         const uint32_t n = uint32_t(n64);
         const bool indirect = use_indirect(n);
         // A chain that can never be added is refused as such, not as busy: the caller would
         // retry it forever.
         if (num_free_ < (indirect ? 1 : n))
-            return ring_detail::segments_valid(out, n_out, in, n_in) ? status::busy : status::invalid_argument;
+            return ring_detail::segments_valid(chain) ? status::busy : status::invalid_argument;
 
         // Segments are checked as their descriptors are written: until the avail ring names
         // the chain, those are free entries (or a free indirect table) that nobody reads, so a
         // refused chain leaves nothing behind.
-        vring::desc* const table = indirect ? indirect_table(tables_[tables_free_ - 1]) : nullptr;
-        uint16_t idx = free_head_;  // direct chains: walk the free list without taking from it yet
-        uint64_t total = 0;
-        uint64_t writable = 0;
-        for (uint32_t i = 0; i < n; ++i) {
-            const bool is_out = i < n_out;
-            const sg_entry& sg = is_out ? out[i] : in[i - n_out];
-            if (sg.len == 0) return status::invalid_argument;
-            total += sg.len;
-            if (!is_out) writable += sg.len;
-            const bool more = i + 1 < n;
-            const uint16_t next = indirect ? uint16_t(i + 1) : next_[idx];
-            // Readable first, then writable (checklist 41); the caller's order guarantees it.
-            write_desc(indirect ? table[i] : descs()[idx], sg.addr, sg.len,
-                       uint16_t((is_out ? 0 : vring::desc_f_write) | (more ? vring::desc_f_next : 0)),
-                       more ? next : uint16_t(0));
-            idx = next;
-        }
-        if (total > (uint64_t(1) << 32)) return status::invalid_argument;  // checklist 42
-        if (writable > 0xffffffffu) return status::invalid_argument;
-
-        uint16_t head;
+        ring_detail::chain_bytes bytes;
+        const uint16_t head = free_head_;
+        uint16_t after;  // the first free descriptor after the chain
+        uint16_t table = ring_detail::no_table;
         if (indirect) {
-            head = free_head_;
-            free_head_ = next_[head];
-            num_free_ -= 1;
-            const uint16_t t = tables_[--tables_free_];
+            table = tables_[tables_free_ - 1];
+            vring::desc* const t = indirect_table(table);
+            write_chain<true>(t, 0, n, chain, bytes);
+            if (!bytes.valid()) return status::invalid_argument;
             // Never with NEXT (checklist 43).
-            write_desc(descs()[head], mem_.bus_of(table), uint32_t(n * sizeof(vring::desc)), vring::desc_f_indirect, 0);
-            heads_[head].ndesc = 1;
-            heads_[head].table = t;
+            write_desc(descs()[head], mem_.bus_of(t), uint32_t(n * sizeof(vring::desc)), vring::desc_f_indirect, 0);
+            after = next_[head];
+            --tables_free_;
         } else {
-            head = free_head_;
-            free_head_ = idx;  // the first free descriptor after the chain
-            num_free_ -= n;
-            heads_[head].ndesc = uint16_t(n);
-            heads_[head].table = ring_detail::no_table;
+            after = write_chain<false>(descs(), head, n, chain, bytes);
+            if (!bytes.valid()) return status::invalid_argument;
         }
-        ring_detail::head_state& h = heads_[head];
-        h.token = token;
-        h.writable = uint32_t(writable);
-        h.readable = total - writable > 0xffffffffu ? 0xffffffffu : uint32_t(total - writable);
-        h.added_in = epoch_;  // in flight, not yet published
+        const uint16_t ndesc = uint16_t(indirect ? 1 : n);
+        free_head_ = after;
+        num_free_ -= ndesc;
+        ring_detail::record(heads_[head], epoch_, token, bytes, ndesc, table);  // in flight, not yet published
         ++in_flight_;
         virtio16& entry = avail_ring()[avail_idx_ & (cfg_.size - 1)];
         if (entry.get(order_) != head) entry.set(order_, head);  // see write_desc()
@@ -232,24 +217,39 @@ public:
         const uint16_t used_idx = order_.dev16(load16(used_idx_field()));
         if (used_idx == last_used_) return {status::empty, {}};
         // More completions than chains in flight: the index is a lie.
-        if (uint16_t(used_idx - last_used_) > in_flight_) return fail();
+        if (uint16_t(used_idx - last_used_) > in_flight_) return {fail(), {}};
         Platform::rmb();  // [C]
-        const vring::used_elem& e = used_ring()[last_used_ & (cfg_.size - 1)];
-        const uint32_t id = e.id.get(order_);
-        uint32_t len = e.len.get(order_);
-        if (id >= cfg_.size) return fail();
-        ring_detail::head_state& h = heads_[id];
-        if (!h.added_in) return fail();  // not a head in flight: a middle descriptor or a duplicate
-        if (h.added_in == epoch_) return fail();  // added but never published: the device cannot know it
-        if (!ring_detail::accept_used_len(h, len, cfg_.legacy)) return fail();
-        const uint32_t token = h.token;
-        release(uint16_t(id));
-        ++last_used_;
-        if (cfg_.event_idx && irq_enabled_) {
-            // Ask for an interrupt when the device moves past what we have reaped.
-            store16(used_event_field(), order_.dev16(last_used_));
-        }
-        return {status::ok, used_completion{token, len}};
+        // Outside a reap the two are equal; a pop from a reap's on_used at its end moves the
+        // end along, so the reap never walks past what the device published.
+        if (reap_end_ == last_used_) ++reap_end_;
+        used_completion c{};
+        if (!take_used(c)) return {fail(), {}};
+        reaped();
+        return {status::ok, c};
+    }
+
+    // Everything the device has returned up to its used index as read once here, each
+    // completion handed to on_used(const used_completion&) as it is taken (the chain is the
+    // driver's again by then). Returns how many: status empty (none), ok, or device_broken
+    // (the ring lied after that many). on_used may add, publish, pop or reap again, and may
+    // even reclaim the ring: reaping then stops.
+    template <class F>
+    result<uint32_t> reap(F&& on_used) {
+        if (broken_) return {status::device_broken, 0};
+        const uint16_t end = order_.dev16(load16(used_idx_field()));
+        if (end == last_used_) return {status::empty, 0};
+        if (uint16_t(end - last_used_) > in_flight_) return {fail(), 0};
+        Platform::rmb();  // [C]
+        reap_end_ = end;  // a member: a reap or reclaim from on_used moves it
+        uint32_t n = 0;
+        do {
+            used_completion c{};
+            if (!take_used(c)) return {fail(), n};
+            ++n;
+            on_used(c);
+        } while (last_used_ != reap_end_);
+        reaped();
+        return {status::ok, n};
     }
 
     void disable_interrupts() {
@@ -297,9 +297,35 @@ private:
         want.len.set(order_, len);
         want.flags.set(order_, flags);
         want.next.set(order_, next);
-        if (d.addr.raw != want.addr.raw || d.len.raw != want.len.raw || d.flags.raw != want.flags.raw ||
-            d.next.raw != want.next.raw)
-            d = want;
+        uint64_t have[2], w[2];
+        __builtin_memcpy(have, &d, 16);
+        __builtin_memcpy(w, &want, 16);
+        if (have[0] != w[0] || have[1] != w[1]) d = want;
+    }
+    // One chain's descriptors: an indirect table's entries one after another (Table), or ring
+    // entries along the free list from `idx`. Returns the entry after the last one.
+    template <bool Table, class Chain>
+    uint16_t write_chain(vring::desc* d, uint16_t idx, uint32_t n, const Chain& chain,
+                         ring_detail::chain_bytes& bytes) const {
+        uint32_t i = 0;
+        // Readable first, then writable (checklist 41).
+        auto put = [&](const sg_entry& sg, uint16_t write) {
+            const uint16_t next = Table ? uint16_t(idx + 1) : next_[idx];
+            const bool more = ++i < n;
+            write_desc(d[idx], sg.addr, sg.len, uint16_t(write | (more ? vring::desc_f_next : 0)), more ? next : 0);
+            idx = next;
+        };
+        for (uint32_t k = 0; k < chain.readable(); ++k) {
+            const sg_entry& sg = chain.readable_at(k);
+            bytes.count_readable(sg.len);
+            put(sg, 0);
+        }
+        for (uint32_t k = 0; k < chain.writable(); ++k) {
+            const sg_entry& sg = chain.writable_at(k);
+            bytes.count_writable(sg.len);
+            put(sg, vring::desc_f_write);
+        }
+        return idx;
     }
     vring::desc* descs() const { return reinterpret_cast<vring::desc*>(base() + lay_.desc); }
     uint16_t* avail_flags_field() const { return reinterpret_cast<uint16_t*>(base() + lay_.avail); }
@@ -338,9 +364,35 @@ private:
         --in_flight_;
     }
 
-    result<used_completion> fail() {
+    // The used entry at last_used_, which the device published: checked against the shadow,
+    // then the chain released. False: a lie.
+    bool take_used(used_completion& c) {
+        const vring::used_elem& e = used_ring()[last_used_ & (cfg_.size - 1)];
+        const uint32_t id = e.id.get(order_);
+        uint32_t len = e.len.get(order_);
+        if (id >= cfg_.size) return false;
+        ring_detail::head_state& h = heads_[id];
+        // Not a head in flight (a middle descriptor or a duplicate), or added but never
+        // published (the device cannot know it).
+        if (!h.added_in || h.added_in == epoch_) return false;
+        if (!ring_detail::accept_used_len(h, len, cfg_.legacy)) return false;
+        c = used_completion{h.token, len};
+        release(uint16_t(id));
+        ++last_used_;
+        return true;
+    }
+
+    // After the reaper moved on: with EVENT_IDX and interrupts on, ask for one when the
+    // device moves past what we have reaped.
+    void reaped() {
+        if (cfg_.event_idx && irq_enabled_) store16(used_event_field(), order_.dev16(last_used_));
+    }
+
+    // The first lie latches the ring broken, and stops a reap under way.
+    status fail() {
         broken_ = true;
-        return {status::device_broken, {}};
+        reap_end_ = last_used_;
+        return status::device_broken;
     }
 
     void reset_state() {
@@ -364,6 +416,7 @@ private:
         published_idx_ = 0;
         epoch_ = 1;
         last_used_ = 0;
+        reap_end_ = 0;
         irq_enabled_ = true;
         broken_ = false;
     }
@@ -384,6 +437,7 @@ private:
     uint16_t avail_idx_ = 0;
     uint16_t published_idx_ = 0;
     uint16_t last_used_ = 0;
+    uint16_t reap_end_ = 0;  // the used index a reap under way stops at
     bool irq_enabled_ = true;
     bool broken_ = false;
 };

@@ -29,6 +29,24 @@ struct sg_entry {
     uint32_t len;
 };
 
+// A chain's segments, as the rings take them: any type with
+//   uint32_t readable() const;                      // how many device-readable segments
+//   uint32_t writable() const;                      // how many device-writable ones
+//   const sg_entry& readable_at(uint32_t i) const;  // i < readable(), in order
+//   const sg_entry& writable_at(uint32_t i) const;  // i < writable(), in order
+// sg_lists is the plain one: two arrays. A caller whose chain is made of parts (a header,
+// the caller's data, another header) lists them without copying them into one array first.
+struct sg_lists {
+    const sg_entry* out;
+    uint32_t n_out;
+    const sg_entry* in;
+    uint32_t n_in;
+    uint32_t readable() const { return n_out; }
+    uint32_t writable() const { return n_in; }
+    const sg_entry& readable_at(uint32_t i) const { return out[i]; }
+    const sg_entry& writable_at(uint32_t i) const { return in[i]; }
+};
+
 struct used_completion {
     uint32_t token;
     uint32_t len;  // bytes the device wrote, validated against the chain
@@ -59,24 +77,39 @@ constexpr bool indirect_config_valid(const ring_config& c) {
     return true;
 }
 
-// Non-empty segments, at most 4 GiB in all (checklist 42), at most 4 GiB device-writable;
-// their device-readable and device-writable byte counts.
-inline bool segment_totals(const sg_entry* out, uint32_t n_out, const sg_entry* in, uint32_t n_in, uint64_t& readable,
-                           uint64_t& writable) {
-    readable = writable = 0;
-    for (uint32_t i = 0; i < n_out; ++i) {
-        if (out[i].len == 0) return false;
-        readable += out[i].len;
+// A chain's byte counts, taken as its descriptors are written: device-readable and
+// device-writable bytes, and whether a segment was empty.
+struct chain_bytes {
+    uint64_t readable = 0, writable = 0;
+    bool empty = false;
+    void count_readable(uint32_t len) {
+        empty |= len == 0;
+        readable += len;
     }
-    for (uint32_t i = 0; i < n_in; ++i) {
-        if (in[i].len == 0) return false;
-        writable += in[i].len;
+    void count_writable(uint32_t len) {
+        empty |= len == 0;
+        writable += len;
     }
-    return readable + writable <= (uint64_t(1) << 32) && writable <= 0xffffffffu;
+    // Non-empty segments, at most 4 GiB in all (checklist 42), at most 4 GiB device-writable.
+    bool valid() const { return !empty && readable + writable <= (uint64_t(1) << 32) && writable <= 0xffffffffu; }
+};
+
+template <class Chain>
+bool segments_valid(const Chain& c) {
+    chain_bytes b;
+    for (uint32_t i = 0; i < c.readable(); ++i) b.count_readable(c.readable_at(i).len);
+    for (uint32_t i = 0; i < c.writable(); ++i) b.count_writable(c.writable_at(i).len);
+    return b.valid();
 }
-inline bool segments_valid(const sg_entry* out, uint32_t n_out, const sg_entry* in, uint32_t n_in) {
-    uint64_t readable, writable;
-    return segment_totals(out, n_out, in, n_in, readable, writable);
+
+// The shadow of a chain just added (valid byte counts), in flight from publication `epoch`.
+inline void record(head_state& h, uint64_t epoch, uint32_t token, const chain_bytes& b, uint16_t ndesc, uint16_t table) {
+    h.added_in = epoch;
+    h.token = token;
+    h.writable = uint32_t(b.writable);
+    h.readable = b.readable > 0xffffffffu ? 0xffffffffu : uint32_t(b.readable);
+    h.ndesc = ndesc;
+    h.table = table;
 }
 
 // With direct_max set, short chains go direct while at least half the ring is free: the

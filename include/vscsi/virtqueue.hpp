@@ -77,8 +77,16 @@ public:
     status add(const sg_entry* out, uint32_t n_out, const sg_entry* in, uint32_t n_in, uint32_t token) {
         return packed_ ? p_.add(out, n_out, in, n_in, token) : s_.add(out, n_out, in, n_in, token);
     }
+    template <class Chain>
+    status add(const Chain& chain, uint32_t token) {
+        return packed_ ? p_.add(chain, token) : s_.add(chain, token);
+    }
     bool publish() { return packed_ ? p_.publish() : s_.publish(); }
     result<used_completion> pop() { return packed_ ? p_.pop() : s_.pop(); }
+    template <class F>
+    result<uint32_t> reap(F&& on_used) {
+        return packed_ ? p_.reap(on_used) : s_.reap(on_used);
+    }
     void disable_interrupts() { packed_ ? p_.disable_interrupts() : s_.disable_interrupts(); }
     bool enable_interrupts() { return packed_ ? p_.enable_interrupts() : s_.enable_interrupts(); }
     bool has_used() const { return packed_ ? p_.has_used() : s_.has_used(); }
