@@ -872,11 +872,11 @@ private:
         auto& ring = Format::of(rq.ring);
         if (ring.broken()) return 0;  // counted once; the reset is asked for
         uint32_t n = 0;
-        bool unposted = false;  // a token we never posted: nothing after it is taken
+        bool unposted = false;  // the ring gave a token we never posted: our latch, not a device lie
         // The ring reads the device's progress once for the batch and validates each
-        // completion; what it hands over is a chain it held in flight.
+        // completion; what it hands over is a chain it held in flight. Once latched broken it
+        // hands over nothing more.
         const result<uint32_t> r = ring.reap([&](const used_completion& u) {
-            if (unposted) return;
             const uint32_t t = u.token;
             if (uint32_t(t - rq.first_slot) >= rq.slot_count || slots_[t].state != slot_state::in_flight) {
                 // The ring vouched for a token we never posted: our own invariant is broken.

@@ -295,8 +295,9 @@ public:
 
     // Every used descriptor there is, each completion handed to on_used(const
     // used_completion&) as it is taken (the buffer is the driver's again by then). Returns how
-    // many: status empty (none), ok, or device_broken (the ring lied after that many).
-    // on_used may add, publish, pop or reap again, and may even reclaim the ring.
+    // many: status empty (none), ok, or device_broken (a lie, or on_used latched the ring,
+    // after that many; nothing more is handed over). on_used may add, publish, pop or reap
+    // again, and may even reclaim the ring.
     template <class F>
     result<uint32_t> reap(F&& on_used) {
         uint32_t n = 0;
@@ -304,6 +305,7 @@ public:
             while (batch_left_) {  // a member: a reclaim from on_used ends the run
                 ++n;
                 on_used(next_of_batch());
+                if (broken_) return {status::device_broken, n};  // latched by on_used: nothing more
             }
             if (broken_) return {status::device_broken, n};
             if (!used_here()) break;

@@ -231,8 +231,9 @@ public:
     // Everything the device has returned up to its used index as read once here, each
     // completion handed to on_used(const used_completion&) as it is taken (the chain is the
     // driver's again by then). Returns how many: status empty (none), ok, or device_broken
-    // (the ring lied after that many). on_used may add, publish, pop or reap again, and may
-    // even reclaim the ring: reaping then stops.
+    // (a lie, or on_used latched the ring, after that many; nothing more is handed over).
+    // on_used may add, publish, pop or reap again, and may even reclaim the ring: reaping
+    // then stops.
     template <class F>
     result<uint32_t> reap(F&& on_used) {
         if (broken_) return {status::device_broken, 0};
@@ -247,6 +248,7 @@ public:
             if (!take_used(c)) return {fail(), n};
             ++n;
             on_used(c);
+            if (broken_) return {status::device_broken, n};  // latched by on_used: nothing more is handed over
         } while (last_used_ != reap_end_);
         reaped();
         return {status::ok, n};

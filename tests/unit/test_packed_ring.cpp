@@ -292,6 +292,31 @@ TEST_CASE("in order: one used descriptor completes a run of buffers", "[packed][
     CHECK(!e.r.broken());
 }
 
+TEST_CASE("reap: a ring latched broken by on_used hands over nothing more, even inside an in-order run",
+          "[packed][in_order]") {
+    for (bool in_order : {false, true}) {
+        env e(cfg(8, false, false, 0, 0, in_order));
+        const sg_entry s[2] = {{0x1000, 8}, {0x2000, 100}};
+        for (uint32_t t = 0; t < 3; ++t) REQUIRE(e.r.add(s, 1, s + 1, 1, 30 + t) == status::ok);
+        e.r.publish();
+        std::vector<ringtest::packed_chain> ch;
+        for (int i = 0; i < 3; ++i) ch.push_back(e.d.take());
+        if (in_order) {
+            e.d.use_raw(ch[2].id, 100, ch[0].ndesc + ch[1].ndesc + ch[2].ndesc);  // one descriptor for all three
+        } else {
+            for (const auto& c : ch) e.d.complete(c);
+        }
+        std::vector<uint32_t> got;
+        const auto r = e.r.reap([&](const used_completion& u) {
+            got.push_back(u.token);
+            e.r.mark_broken();
+        });
+        CHECK(r.st == status::device_broken);
+        CHECK(r.value == 1);
+        CHECK(got == std::vector<uint32_t>{30});
+    }
+}
+
 TEST_CASE("every size from 1 to 32768, powers of two or not, round-trips over laps", "[packed]") {
     for (uint32_t size : {1u, 2u, 3u, 5u, 8u, 100u, 255u, 256u, 1000u, 1024u, 32768u}) {
         for (bool ind : {false, true}) {

@@ -160,6 +160,27 @@ TEST_CASE("16-bit indices wrap cleanly over 200000 requests", "[ring]") {
     }
 }
 
+TEST_CASE("reap: a ring latched broken by on_used hands over nothing more of the batch", "[ring]") {
+    const ring_config c = cfg(8);
+    memory m(ring_region_bytes(c) + 4096);
+    ringtest::shadow sh(c);
+    ring_t r;
+    REQUIRE(r.init(c, m.region(), sh.region()) == status::ok);
+    ringtest::device<ring_t> d(m, r);
+    const sg_entry in{m.bus + ring_region_bytes(c), 16};
+    for (uint32_t t = 0; t < 3; ++t) REQUIRE(r.add(nullptr, 0, &in, 1, 40 + t) == status::ok);
+    r.publish();
+    while (d.pending()) d.complete(d.take());
+    std::vector<uint32_t> got;
+    const auto res = r.reap([&](const used_completion& u) {
+        got.push_back(u.token);
+        r.mark_broken();
+    });
+    CHECK(res.st == status::device_broken);
+    CHECK(res.value == 1);
+    CHECK(got == std::vector<uint32_t>{40});
+}
+
 TEST_CASE("direct chains: readable first, WRITE flags, NEXT linkage, addresses", "[ring]") {
     const ring_config c = cfg(16);
     memory m(ring_region_bytes(c));
